@@ -1,0 +1,316 @@
+"""Load input files into a :class:`Cluster` and a policy set.
+
+One module per input kind holds its model; :data:`KINDS` maps ``(apiVersion group, kind)`` to it.
+Adding an input kind means writing its module and adding one line here. All errors from all
+files are collected and reported together, each with file, line and field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from compiler.cluster import (
+    DEFAULT_CLUSTER_NAME,
+    DEFAULT_NODE_IP,
+    DEFAULT_POD_CIDR,
+    NAMESPACE_NAME_LABEL,
+    Cluster,
+    ContainerPort,
+    Endpoint,
+    Namespace,
+    Service,
+    ServicePort,
+)
+from compiler.inputs.base import validate
+from compiler.inputs.ciliumpolicy import CiliumPolicy
+from compiler.inputs.namespace import NamespaceObject
+from compiler.inputs.networkpolicy import NetworkPolicy
+from compiler.inputs.pod import PodObject, PodSpec
+from compiler.inputs.service import ServiceObject
+from compiler.inputs.workloads import WorkloadObject
+from compiler.inputs.yamlload import Document, documents, expand_paths, read_source
+from compiler.source import InputError, InputErrors, SourceRef
+
+Policy = Union[NetworkPolicy, CiliumPolicy]
+
+#: Kinds that say nothing about network policy; they are skipped (and counted) rather than refused.
+IGNORED_KINDS = frozenset({
+    "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
+    "PersistentVolumeClaim", "PersistentVolume", "StorageClass", "HorizontalPodAutoscaler",
+    "PodDisruptionBudget", "Ingress", "IngressClass", "EndpointSlice", "Endpoints", "LimitRange",
+    "ResourceQuota", "PriorityClass", "CustomResourceDefinition", "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration", "Event", "Lease", "Node",
+})
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything read from the inputs: the cluster and the policies, with provenance."""
+
+    cluster: Cluster
+    policies: tuple[Policy, ...]
+    files: tuple[InputFile, ...]
+    skipped_kinds: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass
+class _Collected:
+    namespaces: list[tuple[NamespaceObject, Document]] = field(default_factory=list)
+    pods: list[tuple[PodObject, Document]] = field(default_factory=list)
+    workloads: list[tuple[WorkloadObject, Document]] = field(default_factory=list)
+    services: list[tuple[ServiceObject, Document]] = field(default_factory=list)
+    policies: list[tuple[Policy, Document]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def _group(api_version: str) -> str:
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+
+
+_Handler = Callable[[_Collected, Document], None]
+
+
+def _add(model: type[Any], bucket: str) -> _Handler:
+    def handle(collected: _Collected, doc: Document) -> None:
+        getattr(collected, bucket).append((validate(model, doc), doc))
+
+    return handle
+
+
+#: (apiVersion group, kind) → handler. The group "" is the core API (``v1``).
+KINDS: dict[tuple[str, str], _Handler] = {
+    ("networking.k8s.io", "NetworkPolicy"): _add(NetworkPolicy, "policies"),
+    ("cilium.io", "CiliumNetworkPolicy"): _add(CiliumPolicy, "policies"),
+    ("cilium.io", "CiliumClusterwideNetworkPolicy"): _add(CiliumPolicy, "policies"),
+    ("", "Namespace"): _add(NamespaceObject, "namespaces"),
+    ("", "Pod"): _add(PodObject, "pods"),
+    ("", "Service"): _add(ServiceObject, "services"),
+    **{("apps", k): _add(WorkloadObject, "workloads") for k in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")},
+    **{("batch", k): _add(WorkloadObject, "workloads") for k in ("Job", "CronJob")},
+}
+
+def _dispatch(collected: _Collected, doc: Document) -> None:
+    kind = doc.data.get("kind")
+    api_version = doc.data.get("apiVersion")
+    if not isinstance(kind, str) or not kind:
+        raise InputError("object has no kind", source=doc.source, field="kind")
+    if not isinstance(api_version, str) or not api_version:
+        raise InputError(f"{kind} has no apiVersion", source=doc.source, field="apiVersion")
+    handler = KINDS.get((_group(api_version), kind))
+    if handler is not None:
+        handler(collected, doc)
+        return
+    if kind in IGNORED_KINDS:
+        collected.skipped[kind] = collected.skipped.get(kind, 0) + 1
+        return
+    known_groups = sorted(g or "v1" for g, k in KINDS if k == kind)
+    if known_groups:
+        raise InputError(
+            f"{kind} with apiVersion {api_version!r} is not supported (use {' or '.join(known_groups)})",
+            source=SourceRef(doc.file, doc.data.key_lines.get("apiVersion", doc.data.line)),
+            field="apiVersion",
+        )
+    raise InputError(f"unknown kind {kind!r} (apiVersion {api_version})", source=doc.source, field="kind")
+
+
+def load_inputs(
+    paths: Iterable[str],
+    *,
+    pod_cidrs: Iterable[str] = (DEFAULT_POD_CIDR,),
+    node_ip: str = DEFAULT_NODE_IP,
+    cluster_name: str = DEFAULT_CLUSTER_NAME,
+) -> Inputs:
+    """Read ``-f`` paths (files, directories, ``-``) into a cluster and a policy set."""
+    collected = _Collected()
+    errors: list[InputError] = []
+    files: list[InputFile] = []
+    for file in expand_paths(list(paths)):
+        try:
+            text = read_source(file)
+        except InputError as err:
+            errors.append(err)
+            continue
+        files.append(InputFile(file, hashlib.sha256(text.encode()).hexdigest()))
+        try:
+            for doc in documents(file, text):
+                try:
+                    _dispatch(collected, doc)
+                except InputErrors as many:
+                    errors.extend(many.errors)
+                except InputError as err:
+                    errors.append(err)
+        except InputError as err:
+            errors.append(err)
+    if not errors:
+        try:
+            cluster = _build_cluster(collected, tuple(pod_cidrs), node_ip, cluster_name)
+        except InputErrors as many:
+            errors.extend(many.errors)
+    if errors:
+        raise InputErrors(sorted(errors, key=lambda e: (e.source or SourceRef("", 0))))
+    policies = _check_unique_policies(collected.policies)
+    return Inputs(cluster, policies, tuple(files), tuple(sorted(collected.skipped.items())))
+
+
+def _check_unique_policies(items: list[tuple[Policy, Document]]) -> tuple[Policy, ...]:
+    seen: dict[tuple[str, str | None, str], SourceRef] = {}
+    errors: list[InputError] = []
+    for policy, doc in items:
+        if not policy.metadata.name:
+            errors.append(InputError(f"{policy.kind} needs metadata.name", source=doc.source, field="metadata.name"))
+            continue
+        key = (policy.kind, policy.namespace, policy.name)
+        if key in seen:
+            errors.append(InputError(f"{policy.display} is defined twice (first at {seen[key]})", source=doc.source))
+        seen[key] = doc.source
+    if errors:
+        raise InputErrors(errors)
+    return tuple(sorted((p for p, _ in items), key=lambda p: (p.kind, p.namespace or "", p.name)))
+
+
+def _pod_ports(spec: PodSpec) -> tuple[ContainerPort, ...]:
+    ports = {
+        ContainerPort(p.containerPort, p.protocol or "TCP", p.name)
+        for c in [*spec.containers, *(spec.initContainers or [])]
+        for p in c.ports or []
+    }
+    return tuple(sorted(ports, key=lambda p: (p.port, p.protocol, p.name or "")))
+
+
+def _build_cluster(collected: _Collected, pod_cidrs: tuple[str, ...], node_ip: str, cluster_name: str) -> Cluster:
+    errors: list[InputError] = []
+    namespaces: dict[str, Namespace] = {}
+    for ns_obj, doc in collected.namespaces:
+        name = ns_obj.metadata.name
+        if not name:
+            errors.append(InputError("Namespace needs metadata.name", source=doc.source, field="metadata.name"))
+            continue
+        if name in namespaces:
+            errors.append(InputError(f"Namespace {name} is defined twice (first at {namespaces[name].source})", source=doc.source))
+            continue
+        labels = dict(ns_obj.metadata.labels or {})
+        labels[NAMESPACE_NAME_LABEL] = name  # set by the API server, whatever the manifest says
+        namespaces[name] = Namespace(name, labels, doc.source)
+
+    drafts: list[tuple[str, str, dict[str, str], str, tuple[str, ...], tuple[ContainerPort, ...], SourceRef, str | None, bool]] = []
+    for pod, doc in collected.pods:
+        if not pod.metadata.name:
+            errors.append(InputError("Pod needs metadata.name", source=doc.source, field="metadata.name"))
+            continue
+        ips = pod.status.ips if pod.status else ()
+        drafts.append((pod.metadata.namespace or "default", pod.metadata.name, dict(pod.metadata.labels or {}),
+                       pod.spec.service_account, ips, _pod_ports(pod.spec), doc.source, None, bool(pod.spec.hostNetwork)))
+    for workload, doc in collected.workloads:
+        name = workload.metadata.name
+        template = workload.pod_template()
+        if not name or template is None:
+            field_name = "metadata.name" if not name else "spec.template"
+            errors.append(InputError(f"{workload.kind} needs {field_name}", source=doc.source, field=field_name))
+            continue
+        namespace = workload.metadata.namespace or "default"
+        template_labels = dict((template.metadata.labels if template.metadata else None) or {})
+        for index in range(workload.pod_count()):
+            pod_name = f"{name}-{index}"
+            labels = {**template_labels, **workload.controller_labels(index, pod_name)}
+            drafts.append((namespace, pod_name, labels, template.spec.service_account, (), _pod_ports(template.spec),
+                           doc.source, f"{workload.kind} {namespace}/{name}", bool(template.spec.hostNetwork)))
+
+    for namespace, *_ in drafts:
+        if namespace not in namespaces:
+            namespaces[namespace] = Namespace(namespace, {NAMESPACE_NAME_LABEL: namespace}, SourceRef("<implicit>", 0), True)
+
+    endpoints = _allocate(drafts, pod_cidrs, node_ip, errors)
+    services = tuple(sorted((_service(s, d) for s, d in collected.services), key=lambda s: s.key))
+    if errors:
+        raise InputErrors(errors)
+    return Cluster(
+        namespaces=dict(sorted(namespaces.items())),
+        endpoints=endpoints,
+        services=services,
+        cluster_name=cluster_name,
+        pod_cidrs=pod_cidrs,
+        node_ip=node_ip,
+    )
+
+
+def _service(obj: ServiceObject, doc: Document) -> Service:
+    ports = tuple(
+        ServicePort(p.port, p.protocol or "TCP", p.name, p.targetPort) for p in obj.spec.ports or []
+    )
+    ips = tuple(obj.spec.clusterIPs or ([obj.spec.clusterIP] if obj.spec.clusterIP and obj.spec.clusterIP != "None" else []))
+    return Service(obj.metadata.namespace or "default", obj.metadata.name or "", obj.spec.selector, ports, ips, doc.source)
+
+
+def _allocate(
+    drafts: list[tuple[str, str, dict[str, str], str, tuple[str, ...], tuple[ContainerPort, ...], SourceRef, str | None, bool]],
+    pod_cidrs: tuple[str, ...],
+    node_ip: str,
+    errors: list[InputError],
+) -> tuple[Endpoint, ...]:
+    """Give every pod without a status IP a stable address from the pod CIDRs.
+
+    The address is a hash of ``namespace/name`` into the CIDR (probing past taken addresses), so
+    a pod keeps its address when unrelated pods are added or removed.
+    """
+    networks = []
+    for cidr in pod_cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            errors.append(InputError(f"invalid --pod-cidr {cidr!r}", source=SourceRef("<command line>", 0), field="--pod-cidr"))
+    taken: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {ipaddress.ip_address(node_ip): "the node"}
+    seen_keys: dict[str, SourceRef] = {}
+    for namespace, name, _labels, _sa, ips, _ports, source, _owner, host_network in drafts:
+        key = f"{namespace}/{name}"
+        if key in seen_keys:
+            errors.append(InputError(f"pod {key} is defined twice (first at {seen_keys[key]})", source=source))
+        seen_keys[key] = source
+        for ip in ips if not host_network else ():
+            addr = ipaddress.ip_address(ip)
+            if addr in taken:
+                errors.append(InputError(f"pod {key} has IP {ip}, already used by {taken[addr]}", source=source, field="status.podIP"))
+            taken[addr] = f"pod {key}"
+    endpoints: list[Endpoint] = []
+    for namespace, name, labels, sa, ips, ports, source, owner, host_network in sorted(drafts, key=lambda d: (d[0], d[1])):
+        if host_network:
+            continue  # host-network pods share the node's address and identity (reserved:host)
+        key = f"{namespace}/{name}"
+        if not ips:
+            allocated = []
+            for net in networks:
+                addr = _hash_address(key, net, taken)
+                if addr is None:
+                    errors.append(InputError(f"pod CIDR {net} is full", source=source))
+                    continue
+                taken[addr] = f"pod {key}"
+                allocated.append(str(addr))
+            ips = tuple(allocated)
+        endpoints.append(Endpoint(namespace, name, labels, sa, ips, ports, source, owner))
+    return tuple(endpoints)
+
+
+def _hash_address(
+    key: str,
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    taken: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str],
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    first = int(net.network_address) + 2  # skip the network address and the gateway (.1)
+    size = min(net.num_addresses - 3, 1 << 32)  # also skip the broadcast address
+    if size <= 0:
+        return None
+    start = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % size
+    for step in range(min(size, len(taken) + 1)):
+        addr = ipaddress.ip_address(first + (start + step) % size)
+        if addr not in taken:
+            return addr
+    return None

@@ -1,0 +1,241 @@
+"""Safe YAML loading that remembers line numbers and refuses hostile documents.
+
+Only YAML's core schema is constructed (no tags are ever evaluated). Mappings and sequences come
+back as :class:`LocatedDict` / :class:`LocatedList`, which remember the line of every key and item,
+so a validation error deep inside an object can still name its line. Alias bombs ("billion
+laughs") are refused before construction by measuring how far aliases would expand the document,
+and oversized inputs are refused before they are read.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from compiler.source import InputError, SourceRef
+
+try:  # libyaml's parser is ~10x faster; the pure-Python one behaves identically.
+    _BaseLoader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _BaseLoader = yaml.SafeLoader
+
+#: Largest single input accepted (bytes). Big enough for a 200k-pod cluster dump.
+MAX_INPUT_BYTES = int(os.environ.get("NETPOLC_MAX_INPUT_BYTES", str(1 << 30)))
+#: A document may grow through aliases to at most this many times its own node count (plus slack).
+ALIAS_EXPANSION_FACTOR = 4
+ALIAS_EXPANSION_SLACK = 10_000
+YAML_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class LocatedDict(dict[Any, Any]):
+    """A mapping that knows its own line and the line of each key."""
+
+    line: int
+    key_lines: dict[Any, int]
+
+
+class LocatedList(list[Any]):
+    """A sequence that knows its own line and the line of each item."""
+
+    line: int
+    item_lines: list[int]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document (or one item of a ``List``) from one file."""
+
+    data: LocatedDict
+    file: str
+
+    @property
+    def source(self) -> SourceRef:
+        return SourceRef(self.file, self.data.line)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """SafeLoader whose containers carry line numbers."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> LocatedDict:
+    loader.flatten_mapping(node)
+    result = LocatedDict()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            hash(key)
+        except TypeError:
+            raise InputError("mapping key is not a scalar", source=SourceRef("", line)) from None
+        if key in result:
+            raise InputError(f"duplicate key {key!r}", source=SourceRef("", line), field=str(key))
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = line
+    return result
+
+
+def _construct_sequence(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> LocatedList:
+    result = LocatedList(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return result
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+# Timestamps stay strings: Kubernetes objects carry them as text and nothing here computes with them.
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+
+
+def _check_expansion(node: yaml.Node, file: str) -> None:
+    """Refuse documents whose aliases would expand far beyond their written size."""
+    distinct: set[int] = set()
+    expanded: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    while stack:
+        current, children_done = stack.pop()
+        key = id(current)
+        if children_done:
+            total = 1
+            for child in _children(current):
+                total += expanded[id(child)]
+            expanded[key] = total
+            continue
+        if key in expanded:
+            continue
+        distinct.add(key)
+        stack.append((current, True))
+        for child in _children(current):
+            if id(child) not in expanded:
+                stack.append((child, False))
+    size = expanded[id(node)]
+    limit = ALIAS_EXPANSION_FACTOR * len(distinct) + ALIAS_EXPANSION_SLACK
+    if size > limit:
+        raise InputError(
+            f"YAML aliases expand this document to {size} nodes from {len(distinct)} written "
+            f"(limit {limit}); refusing a possible alias bomb",
+            source=SourceRef(file, node.start_mark.line + 1),
+        )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def load_text(text: str, file: str) -> Iterator[Any]:
+    """Yield the constructed documents of one YAML stream (None for empty documents)."""
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            _check_expansion(node, file)
+            try:
+                yield loader.construct_document(node)
+            except InputError as err:
+                line = err.source.line if err.source else node.start_mark.line + 1
+                raise InputError(err.message, source=SourceRef(file, line), field=err.field) from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark else 1
+        column = mark.column + 1 if mark else 1
+        problem = err.problem or err.context or "malformed YAML"
+        raise InputError(f"YAML syntax error: {problem}", source=SourceRef(file, line, column)) from None
+    except yaml.YAMLError as err:
+        raise InputError(f"YAML error: {err}", source=SourceRef(file, 1)) from None
+    except RecursionError:
+        raise InputError("YAML nesting is too deep", source=SourceRef(file, 1)) from None
+    finally:
+        loader.dispose()
+
+
+def _read(path: Path) -> str:
+    size = path.stat().st_size
+    if size > MAX_INPUT_BYTES:
+        raise InputError(
+            f"input is {size} bytes, over the limit of {MAX_INPUT_BYTES} (set NETPOLC_MAX_INPUT_BYTES)",
+            source=SourceRef(str(path), 1),
+        )
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text: {err.reason}", source=SourceRef(str(path), 1)) from None
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror}", source=SourceRef(str(path), 1)) from None
+
+
+def _read_stdin() -> str:
+    data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputError(f"standard input is over the limit of {MAX_INPUT_BYTES} bytes", source=SourceRef("-", 1))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text: {err.reason}", source=SourceRef("-", 1)) from None
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Resolve ``-f`` arguments as kubectl does: files, directories (recursive, YAML/JSON files, sorted), ``-``."""
+    out: list[str] = []
+    for raw in paths:
+        if raw == "-":
+            out.append("-")
+            continue
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in YAML_SUFFIXES
+            )
+            if not found:
+                raise InputError("directory holds no .yaml, .yml or .json files", source=SourceRef(raw, 1))
+            out.extend(found)
+        elif path.is_file():
+            out.append(str(path))
+        else:
+            raise InputError("no such file or directory", source=SourceRef(raw, 1))
+    return out
+
+
+def read_source(file: str) -> str:
+    """The text of one input file (``-`` is standard input)."""
+    return _read_stdin() if file == "-" else _read(Path(file))
+
+
+def documents(file: str, text: str) -> Iterator[Document]:
+    """Yield the Kubernetes objects in a YAML stream, flattening ``List`` kinds."""
+    for index, data in enumerate(load_text(text, file)):
+        if data is None:
+            continue
+        if not isinstance(data, LocatedDict):
+            raise InputError(
+                f"document {index + 1} is a {type(data).__name__}, expected a Kubernetes object (a mapping)",
+                source=SourceRef(file, getattr(data, "line", 1)),
+            )
+        yield from _flatten(data, file)
+
+
+def _flatten(data: LocatedDict, file: str) -> Iterator[Document]:
+    kind = data.get("kind")
+    if isinstance(kind, str) and kind.endswith("List") and "items" in data:
+        items = data["items"]
+        if items is None:
+            return
+        if not isinstance(items, LocatedList):
+            raise InputError("items must be a list", source=SourceRef(file, data.key_lines["items"]), field="items")
+        for item, line in zip(items, items.item_lines):
+            if not isinstance(item, LocatedDict):
+                raise InputError("List item is not an object", source=SourceRef(file, line), field="items")
+            yield from _flatten(item, file)
+        return
+    yield Document(data, file)

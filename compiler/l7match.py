@@ -1,0 +1,79 @@
+"""Whether one L7 rule admits one request (docs/SEMANTICS.md §7).
+
+A leaf shared by every concrete evaluator: it reads the parsed rule objects, not the IR.
+HTTP fields are RE2 regexes matched against the whole string (Envoy ``safe_regex``); Python's
+``re.fullmatch`` agrees with RE2 on the subset the input validation accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from compiler.flow import DnsRequest, HttpRequest, KafkaRequest, L7Request
+from compiler.inputs.ciliumpolicy import FQDNSelector, PortRuleHTTP, PortRuleKafka
+from compiler.kafka import allowed_api_keys
+
+
+@lru_cache(maxsize=4096)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def http_rule_matches(rule: PortRuleHTTP, request: HttpRequest) -> bool:
+    if rule.method is not None and not _regex(rule.method).fullmatch(request.method):
+        return False
+    if rule.path is not None and not _regex(rule.path).fullmatch(request.path):
+        return False
+    if rule.host is not None and not _regex(rule.host).fullmatch(request.host):
+        return False
+    headers: dict[str, list[str]] = {}
+    for name, value in request.headers:
+        headers.setdefault(name.lower(), []).append(value)
+    for header in rule.headers or []:
+        name, _, value = header.partition(" ")
+        name = name.rstrip(":").lower()
+        value = value.strip()
+        present = headers.get(name)
+        if present is None or (value and value not in present):
+            return False
+    for match in rule.headerMatches or []:
+        if match.mismatch is not None:
+            continue  # mismatch actions rewrite or log; they never deny
+        present = headers.get(match.name.lower())
+        if present is None or (match.value is not None and match.value not in present):
+            return False
+    return True
+
+
+def kafka_rule_matches(rule: PortRuleKafka, request: KafkaRequest) -> bool:
+    keys = allowed_api_keys(rule.role, rule.apiKey)
+    if keys is not None and request.api_key not in keys:
+        return False
+    if rule.apiVersion not in (None, "") and int(rule.apiVersion) != request.api_version:
+        return False
+    if rule.clientID and rule.clientID != request.client_id:
+        return False
+    return not (rule.topic and rule.topic != request.topic)
+
+
+def dns_rule_matches(rule: FQDNSelector, request: DnsRequest) -> bool:
+    name = request.name.rstrip(".").lower()
+    if rule.matchName is not None:
+        return name == rule.matchName.rstrip(".").lower()
+    pattern = (rule.matchPattern or "").rstrip(".").lower()
+    if pattern == "*":
+        return True
+    parts = [re.escape(p) for p in pattern.split("*")]
+    return re.fullmatch("[-a-z0-9_]*".join(parts), name) is not None
+
+
+def l7_rule_matches(rule: PortRuleHTTP | PortRuleKafka | FQDNSelector | dict[str, str], request: L7Request) -> bool:
+    """One rule of any parser against a request; a request of another protocol never matches."""
+    if isinstance(rule, PortRuleHTTP):
+        return isinstance(request, HttpRequest) and http_rule_matches(rule, request)
+    if isinstance(rule, PortRuleKafka):
+        return isinstance(request, KafkaRequest) and kafka_rule_matches(rule, request)
+    if isinstance(rule, FQDNSelector):
+        return isinstance(request, DnsRequest) and dns_rule_matches(rule, request)
+    return False  # generic l7proto rules: no request model yet, so they admit nothing
