@@ -340,8 +340,11 @@ class _RuleBase(Model):
             raise ValueError(f"combining {given[0]} and {given[1]} is not supported yet (Cilium allows one L3 peer kind per rule)")
         if self.toPorts is not None and self.icmps is not None:
             raise ValueError("icmps may not be combined with toPorts in one rule")
-        for port_rule in self.toPorts or []:
-            self._check_port_rule(port_rule)
+        for index, port_rule in enumerate(self.toPorts or []):
+            try:
+                self._check_port_rule(port_rule)
+            except ValueError as err:
+                raise ValueError(f"toPorts[{index}]: {err}") from None
         return self
 
     def _check_port_rule(self, port_rule: PortRule) -> None:

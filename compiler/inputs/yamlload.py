@@ -10,6 +10,7 @@ and oversized inputs are refused before they are read.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ MAX_INPUT_BYTES = int(os.environ.get("NETPOLC_MAX_INPUT_BYTES", str(1 << 30)))
 #: A document may grow through aliases to at most this many times its own node count (plus slack).
 ALIAS_EXPANSION_FACTOR = 4
 ALIAS_EXPANSION_SLACK = 10_000
+#: Deepest nesting accepted. libyaml's composer recurses in C and crashes the process on
+#: pathological depth, so depth is bounded before the text reaches it.
+MAX_NESTING = 200
+_BRACKETS = re.compile(r"[\[\]{}]")
+_INDENT = re.compile(r"^( *)\S", re.MULTILINE)
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -134,8 +140,27 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+def _check_nesting(text: str, file: str) -> None:
+    """Refuse text nested deeper than :data:`MAX_NESTING` (flow brackets or indentation).
+
+    Brackets inside quoted strings are counted too; that can only over-estimate, and real
+    Kubernetes objects stay far below the limit.
+    """
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > MAX_NESTING:
+            line = text.count("\n", 0, match.start()) + 1
+            raise InputError(f"YAML is nested deeper than {MAX_NESTING} levels", source=SourceRef(file, line))
+    for match in _INDENT.finditer(text):
+        if len(match.group(1)) > 2 * MAX_NESTING:
+            line = text.count("\n", 0, match.start()) + 1
+            raise InputError(f"YAML is indented deeper than {2 * MAX_NESTING} columns", source=SourceRef(file, line))
+
+
 def load_text(text: str, file: str) -> Iterator[Any]:
     """Yield the constructed documents of one YAML stream (None for empty documents)."""
+    _check_nesting(text, file)
     loader = _Loader(text)
     try:
         while loader.check_node():

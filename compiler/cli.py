@@ -1,0 +1,304 @@
+"""The ``netpolc`` command line (DESIGN.md §6).
+
+Every sub-command reads inputs with the same ``-f`` options. Exit codes: 0 ok, 1 findings,
+2 usage or input errors (with file, line and field), never a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
+
+from compiler import __version__
+from compiler.cluster import DEFAULT_CLUSTER_NAME, DEFAULT_NODE_IP, DEFAULT_POD_CIDR, Cluster
+from compiler.flow import (
+    Decision,
+    DnsRequest,
+    Flow,
+    HttpRequest,
+    IPAddress,
+    KafkaRequest,
+    L7Request,
+    PortSpec,
+    Profile,
+)
+from compiler.source import InputError, InputErrors, NetpolcError
+
+if TYPE_CHECKING:
+    from compiler.inputs import Inputs
+    from compiler.labels import LabelFilter
+
+
+class UsageError(NetpolcError):
+    """A command-line mistake (exit 2)."""
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("inputs")
+    group.add_argument("-f", "--filename", dest="files", action="append", required=True, metavar="PATH",
+                       help="policy/cluster YAML file, directory (recursive) or - for stdin; repeatable")
+    group.add_argument("--profile", choices=[p.value for p in Profile], default=Profile.CILIUM.value,
+                       help="semantic profile (docs/SEMANTICS.md): cilium (default) or k8s")
+    group.add_argument("--pod-cidr", dest="pod_cidrs", action="append", metavar="CIDR",
+                       help=f"CIDR to allocate pod addresses from (default {DEFAULT_POD_CIDR}); repeat for dual stack")
+    group.add_argument("--node-ip", default=DEFAULT_NODE_IP, help=f"address of the node (default {DEFAULT_NODE_IP})")
+    group.add_argument("--cluster-name", default=DEFAULT_CLUSTER_NAME, help="Cilium cluster name (default 'default')")
+    group.add_argument("--labels", dest="label_patterns", action="append", default=[], metavar="PATTERN",
+                       help="extra Cilium label-filter entry [source:][!]regex-prefix (like cilium-agent --labels)")
+
+
+def _load(args: argparse.Namespace) -> Inputs:
+    from compiler.inputs import load_inputs
+
+    try:
+        ipaddress.ip_address(args.node_ip)
+    except ValueError:
+        raise UsageError(f"--node-ip {args.node_ip!r} is not an IP address") from None
+    return load_inputs(
+        args.files,
+        pod_cidrs=tuple(args.pod_cidrs or [DEFAULT_POD_CIDR]),
+        node_ip=args.node_ip,
+        cluster_name=args.cluster_name,
+    )
+
+
+def _label_filter(args: argparse.Namespace) -> LabelFilter:
+    from compiler.labels import LabelFilter
+
+    try:
+        return LabelFilter.from_options(args.label_patterns) if args.label_patterns else LabelFilter.default()
+    except ValueError as err:
+        raise UsageError(f"--labels: {err}") from None
+
+
+def _ports(values: Sequence[str]) -> list[PortSpec]:
+    out = []
+    for value in values:
+        try:
+            out.append(PortSpec.parse(value))
+        except ValueError as err:
+            raise UsageError(f"--port: {err}") from None
+    return out
+
+
+def _progress(message: str) -> None:
+    if sys.stderr.isatty() and not os.environ.get("NETPOLC_QUIET"):
+        print(f"netpolc: {message}", file=sys.stderr)
+
+
+# --- matrix -----------------------------------------------------------------------------------
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from compiler.render.matrix import RENDERERS
+
+    ports = _ports(args.ports)
+    inputs = _load(args)
+    profile = Profile(args.profile)
+    endpoints = [ep.key for ep in inputs.cluster.endpoints]
+    start = time.monotonic()
+    if args.target == "ir":
+        from compiler.ir.build import build_ir
+        from compiler.ir.evaluate import matrix
+
+        allowed = matrix(build_ir(inputs, profile, _label_filter(args)), ports)
+    else:
+        from verifier.simulate.source import ReferenceEvaluator
+
+        reference = ReferenceEvaluator(inputs, profile, _label_filter(args))
+        allowed = _pairwise_matrix(inputs.cluster, ports, reference.evaluate)
+    _progress(f"matrix of {len(endpoints)} endpoints x {len(ports)} ports in {time.monotonic() - start:.1f}s")
+    sys.stdout.write(RENDERERS[args.output](profile.value, [str(p) for p in ports], endpoints, allowed))
+    return 0
+
+
+def _pairwise_matrix(
+    cluster: Cluster, ports: Sequence[PortSpec], evaluate: Callable[[Flow], Decision]
+) -> dict[str, dict[str, list[str]]]:
+    out: dict[str, dict[str, list[str]]] = {}
+    for port in ports:
+        rows: dict[str, list[str]] = {}
+        for src in cluster.endpoints:
+            reach = []
+            for dst in cluster.endpoints:
+                if not src.ips or not dst.ips:
+                    continue
+                flow = Flow(_primary(src.addresses), _primary(dst.addresses), port.protocol, port.port)
+                if evaluate(flow).allowed:
+                    reach.append(dst.key)
+            rows[src.key] = reach
+        out[str(port)] = rows
+    return out
+
+
+def _primary(addresses: Sequence[IPAddress]) -> IPAddress:
+    """An endpoint's IPv4 address if it has one (flows are probed over IPv4 first)."""
+    return next((a for a in addresses if a.version == 4), addresses[0])
+
+
+# --- query ------------------------------------------------------------------------------------
+
+def _address(cluster: Cluster, value: str, option: str) -> IPAddress:
+    if value == "host":
+        return cluster.node_address
+    if "/" in value:
+        ep = cluster.endpoint(value)
+        if ep is None:
+            raise UsageError(f"{option}: no endpoint {value!r} (endpoints are namespace/pod; see `netpolc identities`)")
+        if not ep.ips:
+            raise UsageError(f"{option}: endpoint {value} has no address")
+        return _primary(ep.addresses)
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise UsageError(f"{option}: {value!r} is neither namespace/pod, 'host', nor an IP address") from None
+
+
+def _l7_request(args: argparse.Namespace) -> L7Request | None:
+    given = [x for x in (args.http, args.kafka, args.dns) if x]
+    if len(given) > 1:
+        raise UsageError("give at most one of --http, --kafka, --dns")
+    try:
+        if args.http:
+            request = HttpRequest.parse(args.http)
+            headers = []
+            for header in args.headers:
+                name, sep, value = header.partition(":")
+                if not sep:
+                    raise ValueError(f"--header {header!r}: expected 'Name: value'")
+                headers.append((name.strip(), value.strip()))
+            return HttpRequest(request.method, request.path, args.http_host or "", tuple(headers))
+        if args.kafka:
+            return _kafka_request(args.kafka)
+        if args.dns:
+            return DnsRequest(args.dns)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return None
+
+
+def _kafka_request(text: str) -> KafkaRequest:
+    """``APIKEY[:VERSION[:CLIENT_ID[:TOPIC]]]`` with APIKEY a name (produce, fetch, ...) or number."""
+    from compiler.kafka import api_key_number
+
+    parts = text.split(":")
+    key = int(parts[0]) if parts[0].isdigit() else api_key_number(parts[0])
+    version = int(parts[1]) if len(parts) > 1 and parts[1] else 0
+    client = parts[2] if len(parts) > 2 else ""
+    topic = parts[3] if len(parts) > 3 else ""
+    return KafkaRequest(key, version, client, topic)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from compiler.ir.build import build_ir
+    from compiler.ir.evaluate import IREvaluator
+    from compiler.render import query as render
+    from verifier.simulate.source import ReferenceEvaluator
+
+    (port,) = _ports([args.port])
+    inputs = _load(args)
+    cluster = inputs.cluster
+    flow = Flow(_address(cluster, args.src, "--from"), _address(cluster, args.dst, "--to"),
+                port.protocol, port.port, _l7_request(args))
+    profile = Profile(args.profile)
+    label_filter = _label_filter(args)
+    decision = IREvaluator(build_ir(inputs, profile, label_filter)).evaluate(flow)
+    reference = ReferenceEvaluator(inputs, profile, label_filter).evaluate(flow)
+    agrees = _same_decision(decision, reference)
+    names = {str(a): ep.key for ep in cluster.endpoints for a in ep.addresses}
+    names[cluster.node_ip] = "host"
+    text = (render.render_json if args.output == "json" else render.render_text)(decision, names, agrees)
+    sys.stdout.write(text)
+    return 0 if agrees else 1
+
+
+def _same_decision(a: Decision, b: Decision) -> bool:
+    from verifier.compare import decisions_differ
+
+    return not decisions_differ(a, b)
+
+
+# --- identities -------------------------------------------------------------------------------
+
+def cmd_identities(args: argparse.Namespace) -> int:
+    from compiler.identity import allocate, render_identities
+    from compiler.ir.build import policy_cidrs
+
+    inputs = _load(args)
+    table = allocate(inputs.cluster, Profile(args.profile), _label_filter(args), policy_cidrs(inputs))
+    sys.stdout.write(render_identities(table, args.output))
+    return 0
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netpolc",
+        description="Compile and verify Kubernetes NetworkPolicy and CiliumNetworkPolicy.",
+    )
+    parser.add_argument("--version", action="version", version=f"netpolc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("matrix", help="reachability table between all endpoints on the given ports")
+    _add_input_options(p)
+    p.add_argument("--port", dest="ports", action="append", required=True, metavar="PORT/PROTO",
+                   help="port to check, e.g. 80/TCP; repeatable")
+    p.add_argument("-o", "--output", choices=["text", "json", "csv", "markdown"], default="text")
+    p.add_argument("--target", choices=["ir", "source"], default="ir",
+                   help="evaluate on the IR (default) or with the reference semantics over the parsed policies")
+    p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("query", help="the verdict for one flow, with the rules that decided it")
+    _add_input_options(p)
+    p.add_argument("--from", dest="src", required=True, help="namespace/pod, 'host', or an IP address")
+    p.add_argument("--to", dest="dst", required=True, help="namespace/pod, 'host', or an IP address")
+    p.add_argument("--port", required=True, metavar="PORT/PROTO", help="e.g. 80/TCP, 53/UDP, 8/ICMP (type)")
+    p.add_argument("--http", metavar="METHOD:/path", help="an HTTP request to judge at L7, e.g. GET:/api/v1")
+    p.add_argument("--http-host", metavar="HOST", help="the request's :authority (with --http)")
+    p.add_argument("--header", dest="headers", action="append", default=[], metavar="'Name: value'",
+                   help="an HTTP request header (with --http); repeatable")
+    p.add_argument("--kafka", metavar="APIKEY[:VERSION[:CLIENT[:TOPIC]]]", help="a Kafka request, e.g. produce:0::events")
+    p.add_argument("--dns", metavar="NAME", help="a DNS query name to judge at L7")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("identities", help="security identities with their labels and endpoint counts")
+    _add_input_options(p)
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_identities)
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    print(f"netpolc: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except InputErrors as err:
+        for error in err.errors:
+            print(f"netpolc: error: {error}", file=sys.stderr)
+        print(f"netpolc: {len(err.errors)} input error(s); nothing was written", file=sys.stderr)
+        return 2
+    except (InputError, NetpolcError) as err:
+        print(f"netpolc: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        print("netpolc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
