@@ -219,10 +219,11 @@ def _build_cluster(collected: _Collected, pod_cidrs: tuple[str, ...], node_ip: s
             continue
         namespace = workload.metadata.namespace or "default"
         template_labels = dict((template.metadata.labels if template.metadata else None) or {})
+        ports = _pod_ports(template.spec)
         for index in range(workload.pod_count()):
             pod_name = f"{name}-{index}"
             labels = {**template_labels, **workload.controller_labels(index, pod_name)}
-            drafts.append((namespace, pod_name, labels, template.spec.service_account, (), _pod_ports(template.spec),
+            drafts.append((namespace, pod_name, labels, template.spec.service_account, (), ports,
                            doc.source, f"{workload.kind} {namespace}/{name}", bool(template.spec.hostNetwork)))
 
     for namespace, *_ in drafts:

@@ -161,11 +161,13 @@ def _check_nesting(text: str, file: str) -> None:
 def load_text(text: str, file: str) -> Iterator[Any]:
     """Yield the constructed documents of one YAML stream (None for empty documents)."""
     _check_nesting(text, file)
+    may_alias = "&" in text  # without an anchor there can be no alias, so no bomb
     loader = _Loader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
-            _check_expansion(node, file)
+            if may_alias:
+                _check_expansion(node, file)
             try:
                 yield loader.construct_document(node)
             except InputError as err:

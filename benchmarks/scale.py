@@ -1,0 +1,177 @@
+"""Synthetic clusters at scale, deterministic from a seed.
+
+Shapes follow what platform teams run: namespaces owned by teams, each with a handful of apps
+(Deployments and a few StatefulSets) whose replicas make the pods, labels with realistic
+cardinality (app, tier, team, version; a few per-pod labels such as StatefulSet pod names), and
+policies mixing a namespace default-deny, app-to-app NetworkPolicies with named ports,
+namespace-selector rules, CiliumNetworkPolicies with L4 and some HTTP rules, and a few
+cluster-wide baselines.
+
+    python benchmarks/scale.py --pods 20000 --namespaces 200 --policies 5000 -o /tmp/scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TIERS = ("web", "api", "worker", "db", "cache")
+TEAMS = tuple(f"team-{i}" for i in range(20))
+PORTS = {"web": (8080, "http"), "api": (9090, "grpc"), "worker": (7070, "jobs"), "db": (5432, "sql"), "cache": (6379, "redis")}
+
+
+@dataclass(frozen=True)
+class Scale:
+    pods: int
+    namespaces: int
+    policies: int
+    services: int = 0
+    seed: int = 1
+
+
+def generate(scale: Scale) -> list[dict[str, Any]]:
+    """Every object of the synthetic cluster, namespaces first, as Kubernetes dicts."""
+    rng = random.Random(scale.seed)
+    objects: list[dict[str, Any]] = []
+    apps_per_ns = max(1, min(40, scale.pods // max(1, scale.namespaces) // 8))
+    replicas_total = scale.pods
+    apps: list[tuple[str, str, str]] = []  # (namespace, app, tier)
+    for n in range(scale.namespaces):
+        ns = f"ns-{n:04d}"
+        team = TEAMS[n % len(TEAMS)]
+        objects.append({"apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": ns, "labels": {"team": team, "env": rng.choice(["prod", "staging", "dev"])}}})
+        for a in range(apps_per_ns):
+            apps.append((ns, f"app-{a:02d}", TIERS[(n + a) % len(TIERS)]))
+    # Spread the replicas over the apps as evenly as possible, deterministically.
+    base, extra = divmod(replicas_total, len(apps))
+    for index, (ns, app, tier) in enumerate(apps):
+        replicas = base + (1 if index < extra else 0)
+        if replicas == 0:
+            continue
+        port, port_name = PORTS[tier]
+        kind = "StatefulSet" if tier == "db" else "Deployment"
+        template = {
+            "metadata": {"labels": {"app": app, "tier": tier, "version": f"v{rng.randint(1, 3)}"}},
+            "spec": {
+                "serviceAccountName": app,
+                "containers": [{"name": app, "image": f"registry.example/{app}:1",
+                                "ports": [{"containerPort": port, "name": port_name},
+                                          {"containerPort": 9100, "name": "metrics"}]}],
+            },
+        }
+        objects.append({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": app, "namespace": ns},
+                        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}}, "template": template}})
+    for s in range(scale.services):
+        ns, app, tier = apps[s % len(apps)]
+        port, port_name = PORTS[tier]
+        objects.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{app}-svc{s // len(apps)}", "namespace": ns},
+                        "spec": {"selector": {"app": app}, "ports": [{"port": port, "targetPort": port_name}],
+                                 "clusterIP": f"10.96.{(s >> 8) & 255}.{s & 255}"}})
+    objects.extend(_policies(scale, apps, rng))
+    return objects
+
+
+def _policies(scale: Scale, apps: list[tuple[str, str, str]], rng: random.Random) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    namespaces = sorted({ns for ns, _, _ in apps})
+    clusterwide = max(1, scale.policies // 500)
+    for c in range(clusterwide):
+        out.append({"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+                    "metadata": {"name": f"baseline-{c}"},
+                    "spec": {"endpointSelector": {"matchLabels": {"io.cilium.k8s.namespace.labels.team": TEAMS[c % len(TEAMS)]}},
+                             "egress": [{"toEndpoints": [{"matchLabels": {"io.kubernetes.pod.namespace": "kube-system",
+                                                                            "k8s-app": "kube-dns"}}],
+                                         "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}]}]},
+                                        {"toCIDRSet": [{"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}],
+                                         "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}],
+                             "ingressDeny": [{"fromEntities": ["world"], "toPorts": [{"ports": [{"port": "22"}]}]}]}})
+    remaining = scale.policies - clusterwide
+    ns_index = 0
+    while remaining > 0:
+        ns = namespaces[ns_index % len(namespaces)]
+        ns_apps = [a for a in apps if a[0] == ns]
+        round_ = ns_index // len(namespaces)
+        ns_index += 1
+        if round_ == 0:
+            out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                        "metadata": {"name": "default-deny", "namespace": ns},
+                        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+            remaining -= 1
+            continue
+        _, app, tier = ns_apps[round_ % len(ns_apps)]
+        _, peer, _ = ns_apps[(round_ * 7 + 3) % len(ns_apps)]
+        port, port_name = PORTS[tier]
+        name = f"p{round_:03d}-{app}"
+        flavour = round_ % 4
+        if flavour == 0:
+            out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                        "metadata": {"name": name, "namespace": ns},
+                        "spec": {"podSelector": {"matchLabels": {"app": app}},
+                                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": peer}}}],
+                                              "ports": [{"port": port_name}]}]}})
+        elif flavour == 1:
+            out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                        "metadata": {"name": name, "namespace": ns},
+                        "spec": {"podSelector": {"matchLabels": {"tier": tier}},
+                                 "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": rng.choice(TEAMS)}},
+                                                        "podSelector": {"matchExpressions": [
+                                                            {"key": "tier", "operator": "In", "values": ["web", "api"]}]}}],
+                                              "ports": [{"port": port, "protocol": "TCP"}, {"port": 9100}]}]}})
+        elif flavour == 2:
+            rule: dict[str, Any] = {"fromEndpoints": [{"matchLabels": {"app": peer}}],
+                                    "toPorts": [{"ports": [{"port": str(port), "protocol": "TCP"}]}]}
+            if tier == "web":
+                rule["toPorts"][0]["rules"] = {"http": [{"method": "GET", "path": "/api/v1/.*"},
+                                                        {"method": "POST", "path": "/api/v1/orders"}]}
+            out.append({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+                        "metadata": {"name": name, "namespace": ns},
+                        "spec": {"endpointSelector": {"matchLabels": {"app": app}}, "ingress": [rule]}})
+        else:
+            out.append({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+                        "metadata": {"name": name, "namespace": ns},
+                        "spec": {"endpointSelector": {"matchLabels": {"app": app}},
+                                 "egress": [{"toEndpoints": [{"matchLabels": {"tier": "db"}}],
+                                             "toPorts": [{"ports": [{"port": "5432", "protocol": "TCP"}]}]},
+                                            {"toEntities": ["cluster"],
+                                             "toPorts": [{"ports": [{"port": "8000", "endPort": 8100, "protocol": "TCP"}]}]}]}})
+        remaining -= 1
+    return out
+
+
+def write(objects: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Write cluster objects and policies into two multi-document files."""
+    out.mkdir(parents=True, exist_ok=True)
+    policy_kinds = {"NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"}
+    cluster = [o for o in objects if o["kind"] not in policy_kinds]
+    policies = [o for o in objects if o["kind"] in policy_kinds]
+    paths = []
+    for name, docs in (("cluster.yaml", cluster), ("policies.yaml", policies)):
+        path = out / name
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+        path.write_text(yaml.dump_all(docs, Dumper=dumper, sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pods", type=int, default=20000)
+    parser.add_argument("--namespaces", type=int, default=200)
+    parser.add_argument("--policies", type=int, default=5000)
+    parser.add_argument("--services", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    args = parser.parse_args()
+    paths = write(generate(Scale(args.pods, args.namespaces, args.policies, args.services, args.seed)), args.out)
+    for path in paths:
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
