@@ -15,10 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.scale import Scale, generate, write  # noqa: E402
-from compiler.flow import Profile  # noqa: E402
-from compiler.inputs import load_inputs  # noqa: E402
-from compiler.ir.build import build_ir  # noqa: E402
+from compiler.ir.build import build_ir
+
+from benchmarks.scale import Scale, generate, write
+from compiler.flow import Profile
+from compiler.inputs import load_inputs
 
 DEFAULT_SIZES = ("1000:20:100", "5000:50:1000", "20000:200:5000")
 
@@ -32,9 +33,15 @@ def run(pods: int, namespaces: int, policies: int, profile: Profile, workdir: Pa
     ir = build_ir(inputs, profile)
     t2 = time.perf_counter()
     identities = len(ir.identities.identities()) if hasattr(ir, "identities") else -1
-    return {"pods": len(inputs.cluster.endpoints), "policies": len(inputs.policies), "identities": identities,
-            "load_s": t1 - t0, "ir_s": t2 - t1, "total_s": t2 - t0,
-            "bytes": sum(p.stat().st_size for p in paths)}
+    return {
+        "pods": len(inputs.cluster.endpoints),
+        "policies": len(inputs.policies),
+        "identities": identities,
+        "load_s": t1 - t0,
+        "ir_s": t2 - t1,
+        "total_s": t2 - t0,
+        "bytes": sum(p.stat().st_size for p in paths),
+    }
 
 
 def main() -> None:
@@ -48,8 +55,11 @@ def main() -> None:
         for size in args.sizes:
             pods, namespaces, policies = (int(x) for x in size.split(":"))
             r = run(pods, namespaces, policies, Profile(args.profile), Path(tmp))
-            print(f"| {r['pods']:.0f} | {namespaces} | {r['policies']:.0f} | {r['identities']:.0f} | "
-                  f"{r['bytes'] / 1e6:.1f} | {r['load_s']:.2f} | {r['ir_s']:.2f} | {r['total_s']:.2f} |", flush=True)
+            print(
+                f"| {r['pods']:.0f} | {namespaces} | {r['policies']:.0f} | {r['identities']:.0f} | "
+                f"{r['bytes'] / 1e6:.1f} | {r['load_s']:.2f} | {r['ir_s']:.2f} | {r['total_s']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

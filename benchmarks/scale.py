@@ -22,7 +22,13 @@ import yaml
 
 TIERS = ("web", "api", "worker", "db", "cache")
 TEAMS = tuple(f"team-{i}" for i in range(20))
-PORTS = {"web": (8080, "http"), "api": (9090, "grpc"), "worker": (7070, "jobs"), "db": (5432, "sql"), "cache": (6379, "redis")}
+PORTS = {
+    "web": (8080, "http"),
+    "api": (9090, "grpc"),
+    "worker": (7070, "jobs"),
+    "db": (5432, "sql"),
+    "cache": (6379, "redis"),
+}
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,13 @@ def generate(scale: Scale) -> list[dict[str, Any]]:
     for n in range(scale.namespaces):
         ns = f"ns-{n:04d}"
         team = TEAMS[n % len(TEAMS)]
-        objects.append({"apiVersion": "v1", "kind": "Namespace",
-                        "metadata": {"name": ns, "labels": {"team": team, "env": rng.choice(["prod", "staging", "dev"])}}})
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"team": team, "env": rng.choice(["prod", "staging", "dev"])}},
+            }
+        )
         for a in range(apps_per_ns):
             apps.append((ns, f"app-{a:02d}", TIERS[(n + a) % len(TIERS)]))
     # Spread the replicas over the apps as evenly as possible, deterministically.
@@ -60,19 +71,41 @@ def generate(scale: Scale) -> list[dict[str, Any]]:
             "metadata": {"labels": {"app": app, "tier": tier, "version": f"v{rng.randint(1, 3)}"}},
             "spec": {
                 "serviceAccountName": app,
-                "containers": [{"name": app, "image": f"registry.example/{app}:1",
-                                "ports": [{"containerPort": port, "name": port_name},
-                                          {"containerPort": 9100, "name": "metrics"}]}],
+                "containers": [
+                    {
+                        "name": app,
+                        "image": f"registry.example/{app}:1",
+                        "ports": [
+                            {"containerPort": port, "name": port_name},
+                            {"containerPort": 9100, "name": "metrics"},
+                        ],
+                    }
+                ],
             },
         }
-        objects.append({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": app, "namespace": ns},
-                        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}}, "template": template}})
+        objects.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": kind,
+                "metadata": {"name": app, "namespace": ns},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}}, "template": template},
+            }
+        )
     for s in range(scale.services):
         ns, app, tier = apps[s % len(apps)]
         port, port_name = PORTS[tier]
-        objects.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{app}-svc{s // len(apps)}", "namespace": ns},
-                        "spec": {"selector": {"app": app}, "ports": [{"port": port, "targetPort": port_name}],
-                                 "clusterIP": f"10.96.{(s >> 8) & 255}.{s & 255}"}})
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"{app}-svc{s // len(apps)}", "namespace": ns},
+                "spec": {
+                    "selector": {"app": app},
+                    "ports": [{"port": port, "targetPort": port_name}],
+                    "clusterIP": f"10.96.{(s >> 8) & 255}.{s & 255}",
+                },
+            }
+        )
     objects.extend(_policies(scale, apps, rng))
     return objects
 
@@ -82,15 +115,29 @@ def _policies(scale: Scale, apps: list[tuple[str, str, str]], rng: random.Random
     namespaces = sorted({ns for ns, _, _ in apps})
     clusterwide = max(1, scale.policies // 500)
     for c in range(clusterwide):
-        out.append({"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
-                    "metadata": {"name": f"baseline-{c}"},
-                    "spec": {"endpointSelector": {"matchLabels": {"io.cilium.k8s.namespace.labels.team": TEAMS[c % len(TEAMS)]}},
-                             "egress": [{"toEndpoints": [{"matchLabels": {"io.kubernetes.pod.namespace": "kube-system",
-                                                                            "k8s-app": "kube-dns"}}],
-                                         "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}]}]},
-                                        {"toCIDRSet": [{"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}],
-                                         "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}],
-                             "ingressDeny": [{"fromEntities": ["world"], "toPorts": [{"ports": [{"port": "22"}]}]}]}})
+        out.append(
+            {
+                "apiVersion": "cilium.io/v2",
+                "kind": "CiliumClusterwideNetworkPolicy",
+                "metadata": {"name": f"baseline-{c}"},
+                "spec": {
+                    "endpointSelector": {"matchLabels": {"io.cilium.k8s.namespace.labels.team": TEAMS[c % len(TEAMS)]}},
+                    "egress": [
+                        {
+                            "toEndpoints": [
+                                {"matchLabels": {"io.kubernetes.pod.namespace": "kube-system", "k8s-app": "kube-dns"}}
+                            ],
+                            "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}]}],
+                        },
+                        {
+                            "toCIDRSet": [{"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}],
+                            "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}],
+                        },
+                    ],
+                    "ingressDeny": [{"fromEntities": ["world"], "toPorts": [{"ports": [{"port": "22"}]}]}],
+                },
+            }
+        )
     remaining = scale.policies - clusterwide
     ns_index = 0
     while remaining > 0:
@@ -99,9 +146,14 @@ def _policies(scale: Scale, apps: list[tuple[str, str, str]], rng: random.Random
         round_ = ns_index // len(namespaces)
         ns_index += 1
         if round_ == 0:
-            out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                        "metadata": {"name": "default-deny", "namespace": ns},
-                        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+            out.append(
+                {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "NetworkPolicy",
+                    "metadata": {"name": "default-deny", "namespace": ns},
+                    "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+                }
+            )
             remaining -= 1
             continue
         _, app, tier = ns_apps[round_ % len(ns_apps)]
@@ -110,36 +162,83 @@ def _policies(scale: Scale, apps: list[tuple[str, str, str]], rng: random.Random
         name = f"p{round_:03d}-{app}"
         flavour = round_ % 4
         if flavour == 0:
-            out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                        "metadata": {"name": name, "namespace": ns},
-                        "spec": {"podSelector": {"matchLabels": {"app": app}},
-                                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": peer}}}],
-                                              "ports": [{"port": port_name}]}]}})
+            out.append(
+                {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "NetworkPolicy",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {
+                        "podSelector": {"matchLabels": {"app": app}},
+                        "ingress": [
+                            {"from": [{"podSelector": {"matchLabels": {"app": peer}}}], "ports": [{"port": port_name}]}
+                        ],
+                    },
+                }
+            )
         elif flavour == 1:
-            out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                        "metadata": {"name": name, "namespace": ns},
-                        "spec": {"podSelector": {"matchLabels": {"tier": tier}},
-                                 "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": rng.choice(TEAMS)}},
-                                                        "podSelector": {"matchExpressions": [
-                                                            {"key": "tier", "operator": "In", "values": ["web", "api"]}]}}],
-                                              "ports": [{"port": port, "protocol": "TCP"}, {"port": 9100}]}]}})
+            out.append(
+                {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "NetworkPolicy",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {
+                        "podSelector": {"matchLabels": {"tier": tier}},
+                        "ingress": [
+                            {
+                                "from": [
+                                    {
+                                        "namespaceSelector": {"matchLabels": {"team": rng.choice(TEAMS)}},
+                                        "podSelector": {
+                                            "matchExpressions": [
+                                                {"key": "tier", "operator": "In", "values": ["web", "api"]}
+                                            ]
+                                        },
+                                    }
+                                ],
+                                "ports": [{"port": port, "protocol": "TCP"}, {"port": 9100}],
+                            }
+                        ],
+                    },
+                }
+            )
         elif flavour == 2:
-            rule: dict[str, Any] = {"fromEndpoints": [{"matchLabels": {"app": peer}}],
-                                    "toPorts": [{"ports": [{"port": str(port), "protocol": "TCP"}]}]}
+            rule: dict[str, Any] = {
+                "fromEndpoints": [{"matchLabels": {"app": peer}}],
+                "toPorts": [{"ports": [{"port": str(port), "protocol": "TCP"}]}],
+            }
             if tier == "web":
-                rule["toPorts"][0]["rules"] = {"http": [{"method": "GET", "path": "/api/v1/.*"},
-                                                        {"method": "POST", "path": "/api/v1/orders"}]}
-            out.append({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
-                        "metadata": {"name": name, "namespace": ns},
-                        "spec": {"endpointSelector": {"matchLabels": {"app": app}}, "ingress": [rule]}})
+                rule["toPorts"][0]["rules"] = {
+                    "http": [{"method": "GET", "path": "/api/v1/.*"}, {"method": "POST", "path": "/api/v1/orders"}]
+                }
+            out.append(
+                {
+                    "apiVersion": "cilium.io/v2",
+                    "kind": "CiliumNetworkPolicy",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"endpointSelector": {"matchLabels": {"app": app}}, "ingress": [rule]},
+                }
+            )
         else:
-            out.append({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
-                        "metadata": {"name": name, "namespace": ns},
-                        "spec": {"endpointSelector": {"matchLabels": {"app": app}},
-                                 "egress": [{"toEndpoints": [{"matchLabels": {"tier": "db"}}],
-                                             "toPorts": [{"ports": [{"port": "5432", "protocol": "TCP"}]}]},
-                                            {"toEntities": ["cluster"],
-                                             "toPorts": [{"ports": [{"port": "8000", "endPort": 8100, "protocol": "TCP"}]}]}]}})
+            out.append(
+                {
+                    "apiVersion": "cilium.io/v2",
+                    "kind": "CiliumNetworkPolicy",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {
+                        "endpointSelector": {"matchLabels": {"app": app}},
+                        "egress": [
+                            {
+                                "toEndpoints": [{"matchLabels": {"tier": "db"}}],
+                                "toPorts": [{"ports": [{"port": "5432", "protocol": "TCP"}]}],
+                            },
+                            {
+                                "toEntities": ["cluster"],
+                                "toPorts": [{"ports": [{"port": "8000", "endPort": 8100, "protocol": "TCP"}]}],
+                            },
+                        ],
+                    },
+                }
+            )
         remaining -= 1
     return out
 

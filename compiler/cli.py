@@ -40,16 +40,38 @@ class UsageError(NetpolcError):
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inputs")
-    group.add_argument("-f", "--filename", dest="files", action="append", required=True, metavar="PATH",
-                       help="policy/cluster YAML file, directory (recursive) or - for stdin; repeatable")
-    group.add_argument("--profile", choices=[p.value for p in Profile], default=Profile.CILIUM.value,
-                       help="semantic profile (docs/SEMANTICS.md): cilium (default) or k8s")
-    group.add_argument("--pod-cidr", dest="pod_cidrs", action="append", metavar="CIDR",
-                       help=f"CIDR to allocate pod addresses from (default {DEFAULT_POD_CIDR}); repeat for dual stack")
+    group.add_argument(
+        "-f",
+        "--filename",
+        dest="files",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="policy/cluster YAML file, directory (recursive) or - for stdin; repeatable",
+    )
+    group.add_argument(
+        "--profile",
+        choices=[p.value for p in Profile],
+        default=Profile.CILIUM.value,
+        help="semantic profile (docs/SEMANTICS.md): cilium (default) or k8s",
+    )
+    group.add_argument(
+        "--pod-cidr",
+        dest="pod_cidrs",
+        action="append",
+        metavar="CIDR",
+        help=f"CIDR to allocate pod addresses from (default {DEFAULT_POD_CIDR}); repeat for dual stack",
+    )
     group.add_argument("--node-ip", default=DEFAULT_NODE_IP, help=f"address of the node (default {DEFAULT_NODE_IP})")
     group.add_argument("--cluster-name", default=DEFAULT_CLUSTER_NAME, help="Cilium cluster name (default 'default')")
-    group.add_argument("--labels", dest="label_patterns", action="append", default=[], metavar="PATTERN",
-                       help="extra Cilium label-filter entry [source:][!]regex-prefix (like cilium-agent --labels)")
+    group.add_argument(
+        "--labels",
+        dest="label_patterns",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="extra Cilium label-filter entry [source:][!]regex-prefix (like cilium-agent --labels)",
+    )
 
 
 def _load(args: argparse.Namespace) -> Inputs:
@@ -92,6 +114,7 @@ def _progress(message: str) -> None:
 
 
 # --- matrix -----------------------------------------------------------------------------------
+
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     from compiler.render.matrix import RENDERERS
@@ -141,6 +164,7 @@ def _primary(addresses: Sequence[IPAddress]) -> IPAddress:
 
 
 # --- query ------------------------------------------------------------------------------------
+
 
 def _address(cluster: Cluster, value: str, option: str) -> IPAddress:
     if value == "host":
@@ -194,16 +218,22 @@ def _kafka_request(text: str) -> KafkaRequest:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    from verifier.simulate.source import ReferenceEvaluator
+
     from compiler.ir.build import build_ir
     from compiler.ir.evaluate import IREvaluator
     from compiler.render import query as render
-    from verifier.simulate.source import ReferenceEvaluator
 
     (port,) = _ports([args.port])
     inputs = _load(args)
     cluster = inputs.cluster
-    flow = Flow(_address(cluster, args.src, "--from"), _address(cluster, args.dst, "--to"),
-                port.protocol, port.port, _l7_request(args))
+    flow = Flow(
+        _address(cluster, args.src, "--from"),
+        _address(cluster, args.dst, "--to"),
+        port.protocol,
+        port.port,
+        _l7_request(args),
+    )
     profile = Profile(args.profile)
     label_filter = _label_filter(args)
     decision = IREvaluator(build_ir(inputs, profile, label_filter)).evaluate(flow)
@@ -224,6 +254,7 @@ def _same_decision(a: Decision, b: Decision) -> bool:
 
 # --- identities -------------------------------------------------------------------------------
 
+
 def cmd_identities(args: argparse.Namespace) -> int:
     from compiler.identity import allocate, render_identities
     from compiler.ir.build import policy_cidrs
@@ -236,6 +267,7 @@ def cmd_identities(args: argparse.Namespace) -> int:
 
 # --- entry point --------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netpolc",
@@ -246,11 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("matrix", help="reachability table between all endpoints on the given ports")
     _add_input_options(p)
-    p.add_argument("--port", dest="ports", action="append", required=True, metavar="PORT/PROTO",
-                   help="port to check, e.g. 80/TCP; repeatable")
+    p.add_argument(
+        "--port",
+        dest="ports",
+        action="append",
+        required=True,
+        metavar="PORT/PROTO",
+        help="port to check, e.g. 80/TCP; repeatable",
+    )
     p.add_argument("-o", "--output", choices=["text", "json", "csv", "markdown"], default="text")
-    p.add_argument("--target", choices=["ir", "source"], default="ir",
-                   help="evaluate on the IR (default) or with the reference semantics over the parsed policies")
+    p.add_argument(
+        "--target",
+        choices=["ir", "source"],
+        default="ir",
+        help="evaluate on the IR (default) or with the reference semantics over the parsed policies",
+    )
     p.set_defaults(func=cmd_matrix)
 
     p = sub.add_parser("query", help="the verdict for one flow, with the rules that decided it")
@@ -260,9 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", required=True, metavar="PORT/PROTO", help="e.g. 80/TCP, 53/UDP, 8/ICMP (type)")
     p.add_argument("--http", metavar="METHOD:/path", help="an HTTP request to judge at L7, e.g. GET:/api/v1")
     p.add_argument("--http-host", metavar="HOST", help="the request's :authority (with --http)")
-    p.add_argument("--header", dest="headers", action="append", default=[], metavar="'Name: value'",
-                   help="an HTTP request header (with --http); repeatable")
-    p.add_argument("--kafka", metavar="APIKEY[:VERSION[:CLIENT[:TOPIC]]]", help="a Kafka request, e.g. produce:0::events")
+    p.add_argument(
+        "--header",
+        dest="headers",
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="an HTTP request header (with --http); repeatable",
+    )
+    p.add_argument(
+        "--kafka", metavar="APIKEY[:VERSION[:CLIENT[:TOPIC]]]", help="a Kafka request, e.g. produce:0::events"
+    )
     p.add_argument("--dns", metavar="NAME", help="a DNS query name to judge at L7")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_query)

@@ -29,40 +29,118 @@ spec:
 CASES: list[tuple[str, str, int, str]] = [
     ("malformed yaml", "a: [1, 2\nb: c\n", 2, "YAML syntax error"),
     ("unknown kind", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n", 1, "unknown kind 'Widget'"),
-    ("wrong api version", "apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {}\n", 1,
-     "use networking.k8s.io"),
-    ("misspelled field", NP_HEAD + "  podSelector: {}\n  ingres: []\n", 6, "spec.ingres: unknown field (did you mean 'ingress'?)"),
+    (
+        "wrong api version",
+        "apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {}\n",
+        1,
+        "use networking.k8s.io",
+    ),
+    (
+        "misspelled field",
+        NP_HEAD + "  podSelector: {}\n  ingres: []\n",
+        6,
+        "spec.ingres: unknown field (did you mean 'ingress'?)",
+    ),
     ("wrong type", NP_HEAD + "  podSelector: {}\n  ingress: {from: []}\n", 6, "spec.ingress"),
     ("missing podSelector", NP_HEAD + "  ingress: []\n", 4, "spec.podSelector: required field is missing"),
-    ("invalid cidr", NP_HEAD + "  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.0.300/8}\n", 8,
-     "invalid CIDR '10.0.0.300/8'"),
-    ("except outside cidr", NP_HEAD + "  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}\n",
-     8, "is not inside cidr"),
-    ("port out of range", NP_HEAD + "  podSelector: {}\n  ingress:\n  - ports: [{port: 70000}]\n", 7, "port 70000 is out of range"),
-    ("endPort below port", NP_HEAD + "  podSelector: {}\n  ingress:\n  - ports: [{port: 90, endPort: 80}]\n", 7,
-     "endPort 80 is smaller than port 90"),
-    ("endPort with named port", NP_HEAD + "  podSelector: {}\n  ingress:\n  - ports: [{port: http, endPort: 80}]\n", 7,
-     "endPort may not be used with a named port"),
-    ("numeric string port", NP_HEAD + "  podSelector: {}\n  ingress:\n  - ports: [{port: '80'}]\n", 7, "must contain a letter"),
-    ("bad selector operator", NP_HEAD + "  podSelector:\n    matchExpressions: [{key: a, operator: Contains, values: [b]}]\n", 6,
-     "operator"),
-    ("In without values", NP_HEAD + "  podSelector:\n    matchExpressions: [{key: a, operator: In}]\n", 6, "needs a non-empty 'values'"),
+    (
+        "invalid cidr",
+        NP_HEAD + "  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.0.300/8}\n",
+        8,
+        "invalid CIDR '10.0.0.300/8'",
+    ),
+    (
+        "except outside cidr",
+        NP_HEAD
+        + "  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}\n",
+        8,
+        "is not inside cidr",
+    ),
+    (
+        "port out of range",
+        NP_HEAD + "  podSelector: {}\n  ingress:\n  - ports: [{port: 70000}]\n",
+        7,
+        "port 70000 is out of range",
+    ),
+    (
+        "endPort below port",
+        NP_HEAD + "  podSelector: {}\n  ingress:\n  - ports: [{port: 90, endPort: 80}]\n",
+        7,
+        "endPort 80 is smaller than port 90",
+    ),
+    (
+        "endPort with named port",
+        NP_HEAD + "  podSelector: {}\n  ingress:\n  - ports: [{port: http, endPort: 80}]\n",
+        7,
+        "endPort may not be used with a named port",
+    ),
+    (
+        "numeric string port",
+        NP_HEAD + "  podSelector: {}\n  ingress:\n  - ports: [{port: '80'}]\n",
+        7,
+        "must contain a letter",
+    ),
+    (
+        "bad selector operator",
+        NP_HEAD + "  podSelector:\n    matchExpressions: [{key: a, operator: Contains, values: [b]}]\n",
+        6,
+        "operator",
+    ),
+    (
+        "In without values",
+        NP_HEAD + "  podSelector:\n    matchExpressions: [{key: a, operator: In}]\n",
+        6,
+        "needs a non-empty 'values'",
+    ),
     ("bad label value", NP_HEAD + "  podSelector: {matchLabels: {app: 'a b'}}\n", 5, "invalid label value"),
-    ("cilium combined L3", CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - fromEndpoints: [{}]\n    fromCIDR: [10.0.0.0/8]\n", 7,
-     "combining fromEndpoints and fromCIDR is not supported"),
-    ("cilium integer port", CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts: [{ports: [{port: 80}]}]\n", 7,
-     'port must be a string in CiliumNetworkPolicy (write "80")'),
-    ("cilium invalid regex", CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts:\n    - ports: [{port: '80', protocol: TCP}]\n"
-     "      rules: {http: [{path: '/a(['}]}\n", 9, "is not a valid regex"),
-    ("cilium lookahead regex", CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts:\n    - ports: [{port: '80', protocol: TCP}]\n"
-     "      rules: {http: [{path: '/(?!admin).*'}]}\n", 9, "RE2 does not support"),
-    ("cilium L7 on UDP", CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts:\n    - ports: [{port: '80', protocol: UDP}]\n"
-     "      rules: {http: [{path: '/'}]}\n", 7, "toPorts[0]: L7 http rules are only allowed on TCP"),
-    ("cilium kafka role and apiKey", CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts:\n    - ports: [{port: '9092', protocol: TCP}]\n"
-     "      rules: {kafka: [{role: produce, apiKey: produce}]}\n", 9, "role and apiKey may not be combined"),
+    (
+        "cilium combined L3",
+        CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - fromEndpoints: [{}]\n    fromCIDR: [10.0.0.0/8]\n",
+        7,
+        "combining fromEndpoints and fromCIDR is not supported",
+    ),
+    (
+        "cilium integer port",
+        CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts: [{ports: [{port: 80}]}]\n",
+        7,
+        'port must be a string in CiliumNetworkPolicy (write "80")',
+    ),
+    (
+        "cilium invalid regex",
+        CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts:\n    - ports: [{port: '80', protocol: TCP}]\n"
+        "      rules: {http: [{path: '/a(['}]}\n",
+        9,
+        "is not a valid regex",
+    ),
+    (
+        "cilium lookahead regex",
+        CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts:\n    - ports: [{port: '80', protocol: TCP}]\n"
+        "      rules: {http: [{path: '/(?!admin).*'}]}\n",
+        9,
+        "RE2 does not support",
+    ),
+    (
+        "cilium L7 on UDP",
+        CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts:\n    - ports: [{port: '80', protocol: UDP}]\n"
+        "      rules: {http: [{path: '/'}]}\n",
+        7,
+        "toPorts[0]: L7 http rules are only allowed on TCP",
+    ),
+    (
+        "cilium kafka role and apiKey",
+        CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts:\n    - ports: [{port: '9092', protocol: TCP}]\n"
+        "      rules: {kafka: [{role: produce, apiKey: produce}]}\n",
+        9,
+        "role and apiKey may not be combined",
+    ),
     ("cilium no selector", CNP_HEAD + "  ingress: [{}]\n", 4, "exactly one of endpointSelector and nodeSelector"),
     ("cilium no rules", CNP_HEAD + "  endpointSelector: {}\n", 4, "at least one of ingress"),
-    ("cilium unknown entity", CNP_HEAD + "  endpointSelector: {}\n  egress:\n  - toEntities: [internet]\n", 7, "toEntities"),
+    (
+        "cilium unknown entity",
+        CNP_HEAD + "  endpointSelector: {}\n  egress:\n  - toEntities: [internet]\n",
+        7,
+        "toEntities",
+    ),
     ("duplicate key", NP_HEAD + "  podSelector: {}\n  podSelector: {}\n", 6, "duplicate key 'podSelector'"),
     ("document is a list", "- a\n- b\n", 1, "expected a Kubernetes object"),
 ]
@@ -98,7 +176,9 @@ def test_yaml_tags_are_never_evaluated(tmp_path: Path, capsys: pytest.CaptureFix
 def test_alias_bombs_are_refused_quickly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
     lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
-    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\ndata:\n" + "\n".join("  " + x for x in lines) + "\n"
+    text = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\ndata:\n" + "\n".join("  " + x for x in lines) + "\n"
+    )
     start = time.monotonic()
     code, err, _ = run(tmp_path, text, capsys)
     assert time.monotonic() - start < 5

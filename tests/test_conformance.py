@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
+from compiler.ir.build import build_ir
+from compiler.ir.evaluate import matrix
+from verifier.simulate.source import ReferenceEvaluator
 
 from compiler.cli import _pairwise_matrix
 from compiler.flow import PortSpec, Profile
 from compiler.inputs import Inputs, load_inputs
-from compiler.ir.build import build_ir
-from compiler.ir.evaluate import matrix
-from verifier.simulate.source import ReferenceEvaluator
 
 HERE = Path(__file__).parent / "conformance"
 CASES = sorted((HERE / "cases").glob("*.yaml"))
@@ -41,10 +41,7 @@ def _expected(entry: dict[str, Any], endpoints: list[str]) -> dict[str, list[str
         src, dst = (s.strip() for s in text.split("->"))
         assert src in endpoints and dst in endpoints, text
         exceptions.add((src, dst))
-    return {
-        src: sorted(dst for dst in endpoints if ((src, dst) in exceptions) != default)
-        for src in endpoints
-    }
+    return {src: sorted(dst for dst in endpoints if ((src, dst) in exceptions) != default) for src in endpoints}
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
@@ -54,7 +51,7 @@ def test_matrix_matches_upstream_conformance(path: Path, tmp_path: Path) -> None
     ports = [PortSpec.parse(e["port"]) for e in case["expect"]]
     ir_matrix = matrix(build_ir(inputs, Profile.K8S), ports)
     ref_matrix = _pairwise_matrix(inputs.cluster, ports, ReferenceEvaluator(inputs, Profile.K8S).evaluate)
-    for entry, port in zip(case["expect"], ports):
+    for entry, port in zip(case["expect"], ports, strict=True):
         want = _expected(entry, endpoints)
         for name, got in (("IR", ir_matrix[str(port)]), ("reference", ref_matrix[str(port)])):
             diff = [

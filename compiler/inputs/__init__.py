@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from compiler.cluster import (
     DEFAULT_CLUSTER_NAME,
@@ -35,16 +35,38 @@ from compiler.inputs.workloads import WorkloadObject
 from compiler.inputs.yamlload import Document, documents, expand_paths, read_source
 from compiler.source import InputError, InputErrors, SourceRef
 
-Policy = Union[NetworkPolicy, CiliumPolicy]
+Policy = NetworkPolicy | CiliumPolicy
 
 #: Kinds that say nothing about network policy; they are skipped (and counted) rather than refused.
-IGNORED_KINDS = frozenset({
-    "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
-    "PersistentVolumeClaim", "PersistentVolume", "StorageClass", "HorizontalPodAutoscaler",
-    "PodDisruptionBudget", "Ingress", "IngressClass", "EndpointSlice", "Endpoints", "LimitRange",
-    "ResourceQuota", "PriorityClass", "CustomResourceDefinition", "ValidatingWebhookConfiguration",
-    "MutatingWebhookConfiguration", "Event", "Lease", "Node",
-})
+IGNORED_KINDS = frozenset(
+    {
+        "ConfigMap",
+        "Secret",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "PersistentVolumeClaim",
+        "PersistentVolume",
+        "StorageClass",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Ingress",
+        "IngressClass",
+        "EndpointSlice",
+        "Endpoints",
+        "LimitRange",
+        "ResourceQuota",
+        "PriorityClass",
+        "CustomResourceDefinition",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "Event",
+        "Lease",
+        "Node",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,25 @@ class _Collected:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _PodDraft:
+    """A pod before it has an address: from a Pod object or one replica of a workload."""
+
+    namespace: str
+    name: str
+    labels: dict[str, str]
+    service_account: str
+    ips: tuple[str, ...]
+    ports: tuple[ContainerPort, ...]
+    source: SourceRef
+    owner: str | None
+    host_network: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
 def _group(api_version: str) -> str:
     return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
 
@@ -95,9 +136,12 @@ KINDS: dict[tuple[str, str], _Handler] = {
     ("", "Namespace"): _add(NamespaceObject, "namespaces"),
     ("", "Pod"): _add(PodObject, "pods"),
     ("", "Service"): _add(ServiceObject, "services"),
-    **{("apps", k): _add(WorkloadObject, "workloads") for k in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")},
+    **{
+        ("apps", k): _add(WorkloadObject, "workloads") for k in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
+    },
     **{("batch", k): _add(WorkloadObject, "workloads") for k in ("Job", "CronJob")},
 }
+
 
 def _dispatch(collected: _Collected, doc: Document) -> None:
     kind = doc.data.get("kind")
@@ -157,7 +201,7 @@ def load_inputs(
         except InputErrors as many:
             errors.extend(many.errors)
     if errors:
-        raise InputErrors(sorted(errors, key=lambda e: (e.source or SourceRef("", 0))))
+        raise InputErrors(sorted(errors, key=lambda e: e.source or SourceRef("", 0)))
     policies = _check_unique_policies(collected.policies)
     return Inputs(cluster, policies, tuple(files), tuple(sorted(collected.skipped.items())))
 
@@ -196,20 +240,33 @@ def _build_cluster(collected: _Collected, pod_cidrs: tuple[str, ...], node_ip: s
             errors.append(InputError("Namespace needs metadata.name", source=doc.source, field="metadata.name"))
             continue
         if name in namespaces:
-            errors.append(InputError(f"Namespace {name} is defined twice (first at {namespaces[name].source})", source=doc.source))
+            errors.append(
+                InputError(f"Namespace {name} is defined twice (first at {namespaces[name].source})", source=doc.source)
+            )
             continue
         labels = dict(ns_obj.metadata.labels or {})
         labels[NAMESPACE_NAME_LABEL] = name  # set by the API server, whatever the manifest says
         namespaces[name] = Namespace(name, labels, doc.source)
 
-    drafts: list[tuple[str, str, dict[str, str], str, tuple[str, ...], tuple[ContainerPort, ...], SourceRef, str | None, bool]] = []
+    drafts: list[_PodDraft] = []
     for pod, doc in collected.pods:
         if not pod.metadata.name:
             errors.append(InputError("Pod needs metadata.name", source=doc.source, field="metadata.name"))
             continue
         ips = pod.status.ips if pod.status else ()
-        drafts.append((pod.metadata.namespace or "default", pod.metadata.name, dict(pod.metadata.labels or {}),
-                       pod.spec.service_account, ips, _pod_ports(pod.spec), doc.source, None, bool(pod.spec.hostNetwork)))
+        drafts.append(
+            _PodDraft(
+                pod.metadata.namespace or "default",
+                pod.metadata.name,
+                dict(pod.metadata.labels or {}),
+                pod.spec.service_account,
+                ips,
+                _pod_ports(pod.spec),
+                doc.source,
+                None,
+                bool(pod.spec.hostNetwork),
+            )
+        )
     for workload, doc in collected.workloads:
         name = workload.metadata.name
         template = workload.pod_template()
@@ -223,12 +280,25 @@ def _build_cluster(collected: _Collected, pod_cidrs: tuple[str, ...], node_ip: s
         for index in range(workload.pod_count()):
             pod_name = f"{name}-{index}"
             labels = {**template_labels, **workload.controller_labels(index, pod_name)}
-            drafts.append((namespace, pod_name, labels, template.spec.service_account, (), ports,
-                           doc.source, f"{workload.kind} {namespace}/{name}", bool(template.spec.hostNetwork)))
+            drafts.append(
+                _PodDraft(
+                    namespace,
+                    pod_name,
+                    labels,
+                    template.spec.service_account,
+                    (),
+                    ports,
+                    doc.source,
+                    f"{workload.kind} {namespace}/{name}",
+                    bool(template.spec.hostNetwork),
+                )
+            )
 
-    for namespace, *_ in drafts:
+    for namespace in sorted({d.namespace for d in drafts}):
         if namespace not in namespaces:
-            namespaces[namespace] = Namespace(namespace, {NAMESPACE_NAME_LABEL: namespace}, SourceRef("<implicit>", 0), True)
+            namespaces[namespace] = Namespace(
+                namespace, {NAMESPACE_NAME_LABEL: namespace}, SourceRef("<implicit>", 0), True
+            )
 
     endpoints = _allocate(drafts, pod_cidrs, node_ip, errors)
     services = tuple(sorted((_service(s, d) for s, d in collected.services), key=lambda s: s.key))
@@ -245,15 +315,17 @@ def _build_cluster(collected: _Collected, pod_cidrs: tuple[str, ...], node_ip: s
 
 
 def _service(obj: ServiceObject, doc: Document) -> Service:
-    ports = tuple(
-        ServicePort(p.port, p.protocol or "TCP", p.name, p.targetPort) for p in obj.spec.ports or []
+    ports = tuple(ServicePort(p.port, p.protocol or "TCP", p.name, p.targetPort) for p in obj.spec.ports or [])
+    ips = tuple(
+        obj.spec.clusterIPs or ([obj.spec.clusterIP] if obj.spec.clusterIP and obj.spec.clusterIP != "None" else [])
     )
-    ips = tuple(obj.spec.clusterIPs or ([obj.spec.clusterIP] if obj.spec.clusterIP and obj.spec.clusterIP != "None" else []))
-    return Service(obj.metadata.namespace or "default", obj.metadata.name or "", obj.spec.selector, ports, ips, doc.source)
+    return Service(
+        obj.metadata.namespace or "default", obj.metadata.name or "", obj.spec.selector, ports, ips, doc.source
+    )
 
 
 def _allocate(
-    drafts: list[tuple[str, str, dict[str, str], str, tuple[str, ...], tuple[ContainerPort, ...], SourceRef, str | None, bool]],
+    drafts: list[_PodDraft],
     pod_cidrs: tuple[str, ...],
     node_ip: str,
     errors: list[InputError],
@@ -268,35 +340,52 @@ def _allocate(
         try:
             networks.append(ipaddress.ip_network(cidr, strict=False))
         except ValueError:
-            errors.append(InputError(f"invalid --pod-cidr {cidr!r}", source=SourceRef("<command line>", 0), field="--pod-cidr"))
+            errors.append(
+                InputError(f"invalid --pod-cidr {cidr!r}", source=SourceRef("<command line>", 0), field="--pod-cidr")
+            )
     taken: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {ipaddress.ip_address(node_ip): "the node"}
     seen_keys: dict[str, SourceRef] = {}
-    for namespace, name, _labels, _sa, ips, _ports, source, _owner, host_network in drafts:
-        key = f"{namespace}/{name}"
+    for draft in drafts:
+        key, source = draft.key, draft.source
         if key in seen_keys:
             errors.append(InputError(f"pod {key} is defined twice (first at {seen_keys[key]})", source=source))
         seen_keys[key] = source
-        for ip in ips if not host_network else ():
+        for ip in draft.ips if not draft.host_network else ():
             addr = ipaddress.ip_address(ip)
             if addr in taken:
-                errors.append(InputError(f"pod {key} has IP {ip}, already used by {taken[addr]}", source=source, field="status.podIP"))
+                errors.append(
+                    InputError(
+                        f"pod {key} has IP {ip}, already used by {taken[addr]}", source=source, field="status.podIP"
+                    )
+                )
             taken[addr] = f"pod {key}"
     endpoints: list[Endpoint] = []
-    for namespace, name, labels, sa, ips, ports, source, owner, host_network in sorted(drafts, key=lambda d: (d[0], d[1])):
-        if host_network:
+    for draft in sorted(drafts, key=lambda d: (d.namespace, d.name)):
+        if draft.host_network:
             continue  # host-network pods share the node's address and identity (reserved:host)
-        key = f"{namespace}/{name}"
+        ips = draft.ips
         if not ips:
             allocated = []
             for net in networks:
-                addr = _hash_address(key, net, taken)
-                if addr is None:
-                    errors.append(InputError(f"pod CIDR {net} is full", source=source))
+                new_addr = _hash_address(draft.key, net, taken)
+                if new_addr is None:
+                    errors.append(InputError(f"pod CIDR {net} is full", source=draft.source))
                     continue
-                taken[addr] = f"pod {key}"
-                allocated.append(str(addr))
+                taken[new_addr] = f"pod {draft.key}"
+                allocated.append(str(new_addr))
             ips = tuple(allocated)
-        endpoints.append(Endpoint(namespace, name, labels, sa, ips, ports, source, owner))
+        endpoints.append(
+            Endpoint(
+                draft.namespace,
+                draft.name,
+                draft.labels,
+                draft.service_account,
+                ips,
+                draft.ports,
+                draft.source,
+                draft.owner,
+            )
+        )
     return tuple(endpoints)
 
 

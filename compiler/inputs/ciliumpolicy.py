@@ -28,8 +28,19 @@ MAX_PORTS_PER_RULE = 40
 MAX_ICMP_FIELDS = 40
 
 Entity = Literal[
-    "all", "world", "world-ipv4", "world-ipv6", "cluster", "host", "init", "ingress",
-    "unmanaged", "remote-node", "health", "none", "kube-apiserver",
+    "all",
+    "world",
+    "world-ipv4",
+    "world-ipv6",
+    "cluster",
+    "host",
+    "init",
+    "ingress",
+    "unmanaged",
+    "remote-node",
+    "health",
+    "none",
+    "kube-apiserver",
 ]
 
 
@@ -120,7 +131,12 @@ class HeaderMatch(Model):
 
 def _check_re2(pattern: str, field: str) -> str:
     """Reject patterns that are not valid RE2 (Envoy's safe_regex)."""
-    for construct, label in (("(?=", "lookahead"), ("(?!", "lookahead"), ("(?<=", "lookbehind"), ("(?<!", "lookbehind")):
+    for construct, label in (
+        ("(?=", "lookahead"),
+        ("(?!", "lookahead"),
+        ("(?<=", "lookbehind"),
+        ("(?<!", "lookbehind"),
+    ):
         if construct in pattern:
             raise ValueError(f"{field} {pattern!r} uses {label}, which RE2 does not support")
     if re.search(r"\\[1-9]", pattern):
@@ -166,9 +182,8 @@ class PortRuleKafka(Model):
             raise ValueError(f"kafka: unknown role {self.role!r} (produce or consume)")
         if self.apiKey is not None:
             api_key_number(self.apiKey)
-        if self.apiVersion not in (None, ""):
-            if not self.apiVersion.isdigit() or int(self.apiVersion) > 32767:
-                raise ValueError(f"kafka: apiVersion {self.apiVersion!r} must be a number 0-32767")
+        if self.apiVersion and (not self.apiVersion.isdigit() or int(self.apiVersion) > 32767):
+            raise ValueError(f"kafka: apiVersion {self.apiVersion!r} must be a number 0-32767")
         if self.topic is not None and (len(self.topic) > 255 or not _KAFKA_TOPIC.match(self.topic)):
             raise ValueError(f"kafka: invalid topic {self.topic!r} (at most 255 of [a-zA-Z0-9._-])")
         if self.clientID is not None and not _KAFKA_TOPIC.match(self.clientID):
@@ -337,7 +352,9 @@ class _RuleBase(Model):
     def _sanitize(self) -> _RuleBase:
         given = [f for f in self._l3_fields if getattr(self, f, None) is not None]
         if len(given) > 1:
-            raise ValueError(f"combining {given[0]} and {given[1]} is not supported yet (Cilium allows one L3 peer kind per rule)")
+            raise ValueError(
+                f"combining {given[0]} and {given[1]} is not supported yet (Cilium allows one L3 peer kind per rule)"
+            )
         if self.toPorts is not None and self.icmps is not None:
             raise ValueError("icmps may not be combined with toPorts in one rule")
         for index, port_rule in enumerate(self.toPorts or []):

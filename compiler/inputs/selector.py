@@ -59,7 +59,9 @@ class LabelSelector(Model):
 
     def requirements(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """matchLabels and matchExpressions as one list of (key, operator, values)."""
-        out = [(k, "In", (v,)) for k, v in sorted((self.matchLabels or {}).items())]
+        out: list[tuple[str, str, tuple[str, ...]]] = [
+            (k, "In", (v,)) for k, v in sorted((self.matchLabels or {}).items())
+        ]
         out.extend((r.key, r.operator, tuple(r.values or ())) for r in self.matchExpressions or [])
         return out
 

@@ -221,9 +221,7 @@ def expand_paths(paths: list[str]) -> list[str]:
             continue
         path = Path(raw)
         if path.is_dir():
-            found = sorted(
-                str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in YAML_SUFFIXES
-            )
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in YAML_SUFFIXES)
             if not found:
                 raise InputError("directory holds no .yaml, .yml or .json files", source=SourceRef(raw, 1))
             out.extend(found)
@@ -260,7 +258,7 @@ def _flatten(data: LocatedDict, file: str) -> Iterator[Document]:
             return
         if not isinstance(items, LocatedList):
             raise InputError("items must be a list", source=SourceRef(file, data.key_lines["items"]), field="items")
-        for item, line in zip(items, items.item_lines):
+        for item, line in zip(items, items.item_lines, strict=True):
             if not isinstance(item, LocatedDict):
                 raise InputError("List item is not an object", source=SourceRef(file, line), field="items")
             yield from _flatten(item, file)

@@ -48,7 +48,7 @@ def render_text(profile: str, ports: Sequence[str], endpoints: Sequence[str], al
         lines.append(f"{port}")
         col = max(width, 1)
         lines.append(" " * (width + 1) + " ".join(e.rjust(col) for e in endpoints))
-        for src, row in zip(endpoints, rows):
+        for src, row in zip(endpoints, rows, strict=True):
             lines.append(src.ljust(width) + " " + " ".join(mark.rjust(col) for mark in row))
         count = sum(r.count(ALLOWED_MARK) for r in rows)
         lines.append(f"{count} of {len(endpoints) ** 2} pairs allowed")
@@ -73,7 +73,7 @@ def render_markdown(profile: str, ports: Sequence[str], endpoints: Sequence[str]
         lines += ["", f"### {port}", ""]
         lines.append("| from \\ to | " + " | ".join(f"`{e}`" for e in endpoints) + " |")
         lines.append("|---|" + "|".join(":-:" for _ in endpoints) + "|")
-        for src, row in zip(endpoints, rows):
+        for src, row in zip(endpoints, rows, strict=True):
             marks = ["✓" if m == ALLOWED_MARK else "✗" for m in row]
             lines.append(f"| `{src}` | " + " | ".join(marks) + " |")
     return "\n".join(lines) + "\n"

@@ -49,7 +49,9 @@ def render_text(decision: Decision, names: Mapping[str, str], reference_agrees: 
     lines = [f"flow:    {describe_flow(decision.flow, names)}"]
     verdict = decision.verdict.value
     if decision.drop_reason is not None:
-        verdict += f"  (drop reason {decision.drop_reason.name} {int(decision.drop_reason)}: {decision.drop_reason.text})"
+        verdict += (
+            f"  (drop reason {decision.drop_reason.name} {int(decision.drop_reason)}: {decision.drop_reason.text})"
+        )
     elif decision.l7_denied:
         verdict += "  (denied by the L7 proxy: HTTP 403)"
     lines.append(f"verdict: {verdict}")
