@@ -1,0 +1,297 @@
+"""The reference evaluator: one flow's verdict read straight from the parsed policies.
+
+This is the project's second, independent semantics (DESIGN.md §1, §5; STYLE.md "claripy"):
+it implements docs/SEMANTICS.md in plain Kubernetes/Cilium terms — which policies select the
+endpoint, whether the direction is enforced, which allow and deny rules match this concrete
+address, port and request — without identities and without importing the IR. The IR
+evaluator and every artifact simulator must give the same :class:`Decision`, field by field;
+property tests compare them on random inputs, so a mistake in either side shows up as a
+difference rather than as a silently shared bug.
+
+Helpers: :mod:`verifier.simulate.source_labels` (label views, selectors, namespacing) and
+:mod:`verifier.simulate.source_rules` (policies → units and rules).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from compiler.cluster import Endpoint
+from compiler.flow import Decision, Direction, DirectionDecision, DropReason, Flow, Profile, Protocol, RuleRef
+from compiler.inputs import Inputs
+from compiler.l7match import l7_rule_matches
+from compiler.labels import Label, LabelFilter
+from compiler.source import InputError, SourceRef
+from verifier.simulate.source_labels import LabelViews, PeerKind, PeerView, Requirement, all_hold
+from verifier.simulate.source_rules import (
+    AnyPeer,
+    CidrPeer,
+    EntityPeer,
+    Peer,
+    PolicyUnit,
+    PortMatch,
+    SelectorPeer,
+    ServicePeer,
+    SourceRule,
+    policy_units,
+)
+
+ALLOW_LOCALHOST = RuleRef("<allow-localhost>", "-")
+ALLOW_ANY = {
+    Direction.INGRESS: RuleRef("<allow-any-ingress>", "-"),
+    Direction.EGRESS: RuleRef("<allow-any-egress>", "-"),
+}
+DEFAULT_ALLOW = {
+    Direction.INGRESS: RuleRef("<default-allow-ingress>", "-"),
+    Direction.EGRESS: RuleRef("<default-allow-egress>", "-"),
+}
+
+#: Entities that select something in this model (SEMANTICS §4.2); every other entity selects nothing.
+_ENTITY_KINDS: dict[str, frozenset[PeerKind]] = {
+    "all": frozenset(PeerKind),
+    "world": frozenset({PeerKind.WORLD}),
+    "world-ipv4": frozenset({PeerKind.WORLD}),
+    "world-ipv6": frozenset({PeerKind.WORLD}),
+    "host": frozenset({PeerKind.HOST}),
+    "cluster": frozenset({PeerKind.ENDPOINT, PeerKind.HOST}),
+}
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What one direction's check is about: the policy's endpoint, the other side, the flow."""
+
+    direction: Direction
+    endpoint: Endpoint
+    peer: PeerView
+    flow: Flow
+    requires: tuple[tuple[Requirement, ...], ...]  # fromRequires/toRequires of allow rules
+    requires_deny: tuple[tuple[Requirement, ...], ...]  # ... and of deny rules
+
+
+@dataclass(frozen=True)
+class _RuleMatch:
+    """A matching allow rule and what it says at L7 for this flow."""
+
+    ref: RuleRef
+    parsers: frozenset[str]
+    admits: Callable[[], bool]  # whether it lets the flow's request through a redirect
+
+
+class ReferenceEvaluator:
+    """Evaluate flows against the parsed policies, per docs/SEMANTICS.md.
+
+    ``label_filter`` is the ``cilium`` profile's label filter (default: Cilium's default
+    filter); the ``k8s`` profile sees every label and ignores it.
+    """
+
+    def __init__(
+        self, inputs: Inputs, profile: Profile = Profile.CILIUM, label_filter: LabelFilter | None = None
+    ) -> None:
+        self.inputs = inputs
+        self.profile = profile
+        self.cluster = inputs.cluster
+        self._views = LabelViews(self.cluster, self._visibility(profile, label_filter))
+        self._units = policy_units(inputs, profile)
+        self._selecting: dict[str, tuple[PolicyUnit, ...]] = {}
+        self._parsers_checked: set[tuple[str, Direction]] = set()
+        named: dict[tuple[str, str], set[int]] = defaultdict(set)
+        for ep in self.cluster.endpoints:
+            for port in ep.ports:
+                if port.name:
+                    named[(port.name, port.protocol)].add(port.port)
+        self._cluster_named_ports = {key: frozenset(numbers) for key, numbers in named.items()}
+
+    @staticmethod
+    def _visibility(profile: Profile, label_filter: LabelFilter | None) -> Callable[[str, str], bool]:
+        if profile is Profile.K8S:
+            return lambda key, value: True
+        chosen = label_filter if label_filter is not None else LabelFilter.default()
+        return lambda key, value: chosen.relevant(Label("k8s", key, value))
+
+    # --- the flow -----------------------------------------------------------------------------
+
+    def evaluate(self, flow: Flow) -> Decision:
+        """The decision for one flow: source egress, destination ingress, combined (§8)."""
+        src_view, dst_view = self._views.of(flow.src), self._views.of(flow.dst)
+        egress = ingress = None
+        if src_view.endpoint is not None:
+            egress = self._direction(Direction.EGRESS, src_view.endpoint, dst_view, flow)
+        if dst_view.endpoint is not None:
+            ingress = self._direction(Direction.INGRESS, dst_view.endpoint, src_view, flow)
+        return Decision.combine(flow, egress, ingress)
+
+    def _units_selecting(self, ep: Endpoint) -> tuple[PolicyUnit, ...]:
+        units = self._selecting.get(ep.key)
+        if units is None:
+            address = ep.addresses[0] if ep.addresses else self.cluster.node_address
+            view = PeerView(address, PeerKind.ENDPOINT, ep, self._views.endpoint_labels(ep))
+            units = tuple(u for u in self._units if u.subject is not None and all_hold(u.subject, view))
+            self._selecting[ep.key] = units
+        return units
+
+    # --- one direction --------------------------------------------------------------------------
+
+    def _direction(self, direction: Direction, ep: Endpoint, peer: PeerView, flow: Flow) -> DirectionDecision:
+        units = [u for u in self._units_selecting(ep) if direction in u.directions]
+        localhost = direction is Direction.INGRESS and self.profile is Profile.CILIUM and peer.kind is PeerKind.HOST
+        if not units:
+            allow = {ALLOW_ANY[direction], *([ALLOW_LOCALHOST] if localhost else [])}
+            return DirectionDecision(direction, ep.key, enforced=False, allowed=True, allow_rules=frozenset(allow))
+
+        self._check_parsers(ep, direction, units)
+        requires = tuple(r for u in units for r in u.requires.get(direction, ()))
+        requires_deny = tuple(r for u in units for r in u.requires_deny.get(direction, ()))
+        ctx = _Context(direction, ep, peer, flow, requires, requires_deny)
+        matches: list[_RuleMatch] = []
+        denies: set[RuleRef] = set()
+        for unit in units:
+            for rule in unit.allows.get(direction, ()):
+                match = self._match_allow(rule, ctx)
+                if match is not None:
+                    matches.append(match)
+            denies.update(r.ref for r in unit.denies.get(direction, ()) if self._rule_ports(r, ctx) is not None)
+        cilium_only = not any(u.is_network_policy for u in units)
+        if cilium_only and not any(u.default_deny.get(direction, True) for u in units):
+            matches.append(_RuleMatch(DEFAULT_ALLOW[direction], frozenset(), lambda: True))
+        if localhost:
+            matches.append(_RuleMatch(ALLOW_LOCALHOST, frozenset(), lambda: True))
+
+        allow_refs = frozenset(m.ref for m in matches)
+        if denies:
+            reason = DropReason.POLICY_DENY
+            return DirectionDecision(direction, ep.key, True, False, reason, allow_refs, frozenset(denies))
+        if not matches:
+            return DirectionDecision(direction, ep.key, True, False, DropReason.POLICY_DENIED)
+        parsers = sorted(p for m in matches for p in m.parsers)
+        redirect = parsers[0] if parsers else None  # one parser at most: _check_parsers made sure
+        l7_allowed = None
+        if redirect is not None and flow.l7 is not None:
+            l7_allowed = any(m.admits() for m in matches)
+        return DirectionDecision(direction, ep.key, True, True, None, allow_refs, frozenset(), redirect, l7_allowed)
+
+    def _match_allow(self, rule: SourceRule, ctx: _Context) -> _RuleMatch | None:
+        ports = self._rule_ports(rule, ctx)
+        if ports is None:
+            return None
+        protocol, request = ctx.flow.protocol, ctx.flow.l7
+        if not ports:  # no toPorts: an L3-only rule, which admits every request
+            return _RuleMatch(rule.ref, frozenset(), lambda: True)
+        parsers = frozenset(p for pm in ports if (p := pm.parser_for(protocol)) is not None)
+
+        def admits() -> bool:
+            if request is None:
+                return True
+            for pm in ports:
+                if pm.parser_for(protocol) is None or not pm.l7_rules:
+                    return True
+                if any(l7_rule_matches(item, request) for item in pm.l7_rules):
+                    return True
+            return False
+
+        return _RuleMatch(rule.ref, parsers, admits)
+
+    def _rule_ports(self, rule: SourceRule, ctx: _Context) -> tuple[PortMatch, ...] | None:
+        """The port entries through which the rule matches the flow; ``()`` when the rule has no
+        ports (matches every port); ``None`` when it does not match."""
+        requires = ctx.requires_deny if rule.deny else ctx.requires
+        if not any(self._peer_matches(peer, ctx, requires) for peer in rule.peers):
+            return None
+        if rule.ports is None:
+            return ()
+        matched = tuple(pm for pm in rule.ports if self._port_matches(pm, ctx))
+        return matched or None
+
+    # --- peers and ports -----------------------------------------------------------------------------
+
+    def _peer_matches(self, peer: Peer, ctx: _Context, requires: tuple[tuple[Requirement, ...], ...]) -> bool:
+        view = ctx.peer
+        if isinstance(peer, SelectorPeer):
+            if peer.endpoints_only and view.kind is not PeerKind.ENDPOINT:
+                return False
+            return all_hold(peer.requirements, view) and all(all_hold(r, view) for r in requires)
+        if isinstance(peer, CidrPeer):
+            address = view.address
+            if address not in peer.network or any(address in e for e in peer.excepts):
+                return False
+            return self.profile is Profile.K8S or view.kind is PeerKind.WORLD
+        if isinstance(peer, EntityPeer):
+            if view.kind not in _ENTITY_KINDS.get(peer.entity, frozenset()):
+                return False
+            if peer.entity == "world-ipv4":
+                return view.address.version == 4
+            if peer.entity == "world-ipv6":
+                return view.address.version == 6
+            return True
+        if isinstance(peer, ServicePeer):
+            return all_hold(peer.requirements, view)
+        assert isinstance(peer, AnyPeer)
+        return True
+
+    def _port_matches(self, pm: PortMatch, ctx: _Context) -> bool:
+        protocol = ctx.flow.protocol
+        if protocol not in pm.protocols:
+            return False
+        if pm.name is None:
+            return pm.low <= ctx.flow.port <= pm.high
+        number = self._resolve_named_port(pm.name, protocol, ctx)
+        return number == ctx.flow.port
+
+    def _resolve_named_port(self, name: str, protocol: Protocol, ctx: _Context) -> int | None:
+        """SEMANTICS §6: ingress against the destination (the policy's endpoint); egress against
+        the destination under k8s, against the whole cluster (one number or nothing) under cilium."""
+        if ctx.direction is Direction.INGRESS:
+            return ctx.endpoint.named_port(name, protocol.name)
+        if self.profile is Profile.K8S:
+            dst = ctx.peer.endpoint
+            return dst.named_port(name, protocol.name) if dst is not None else None
+        numbers = self._cluster_named_ports.get((name, protocol.name), frozenset())
+        return next(iter(numbers)) if len(numbers) == 1 else None
+
+    # --- input validation that needs the endpoint ------------------------------------------------
+
+    def _check_parsers(self, ep: Endpoint, direction: Direction, units: list[PolicyUnit]) -> None:
+        """Refuse two L7 allows with different parsers on an intersecting (protocol, port) of one
+        endpoint and direction, whatever their peers (SEMANTICS §7; Cilium: "cannot merge
+        conflicting L7 parsers"). Checked once per endpoint and direction."""
+        if (ep.key, direction) in self._parsers_checked:
+            return
+        seen: list[tuple[SourceRule, Protocol, int, int, str]] = []
+        for unit in units:
+            for rule in unit.allows.get(direction, ()):
+                for pm in rule.ports or ():
+                    for protocol in sorted(pm.protocols):
+                        parser = pm.parser_for(protocol)
+                        if parser is None:
+                            continue
+                        for low, high in self._port_ranges(pm, protocol, direction, ep):
+                            for other, o_proto, o_low, o_high, o_parser in seen:
+                                if o_parser != parser and o_proto is protocol and low <= o_high and o_low <= high:
+                                    raise InputError(
+                                        f"conflicting L7 parsers on {ep.key} {direction.value} "
+                                        f"{max(low, o_low)}/{protocol.name}: {o_parser} from {other.ref} and "
+                                        f"{parser} from {rule.ref} (Cilium: cannot merge conflicting L7 parsers)",
+                                        source=SourceRef(rule.ref.file, rule.ref.line),
+                                        subject=rule.ref.policy,
+                                    )
+                            seen.append((rule, protocol, low, high, parser))
+        self._parsers_checked.add((ep.key, direction))
+
+    def _port_ranges(
+        self, pm: PortMatch, protocol: Protocol, direction: Direction, ep: Endpoint
+    ) -> list[tuple[int, int]]:
+        """The port ranges a port entry can mean for this endpoint and direction (a named port on
+        egress under k8s: every number some endpoint declares for it)."""
+        if pm.name is None:
+            return [(pm.low, pm.high)]
+        if direction is Direction.INGRESS:
+            number = ep.named_port(pm.name, protocol.name)
+            numbers: frozenset[int] = frozenset() if number is None else frozenset({number})
+        elif self.profile is Profile.K8S:
+            numbers = self._cluster_named_ports.get((pm.name, protocol.name), frozenset())
+        else:
+            numbers = self._cluster_named_ports.get((pm.name, protocol.name), frozenset())
+            numbers = numbers if len(numbers) == 1 else frozenset()
+        return [(n, n) for n in sorted(numbers)]
