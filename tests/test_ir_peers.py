@@ -192,3 +192,54 @@ def test_selector_on_a_filtered_label_matches_nothing_under_cilium_only(tmp_path
         """
     assert build(tmp_path, policy, Profile.CILIUM).allowed("shop/web", "shop/db", "5432/TCP")
     assert not build(tmp_path, policy, Profile.K8S).allowed("shop/web", "shop/db", "5432/TCP")
+
+
+def test_from_requires_of_deny_rules_narrow_deny_rules_only(tmp_path: Path) -> None:
+    net = build(tmp_path, """
+        apiVersion: cilium.io/v2
+        kind: CiliumClusterwideNetworkPolicy
+        metadata: {name: req}
+        spec:
+          endpointSelector: {matchLabels: {app: db}}
+          ingress: [{fromEndpoints: [{}]}]
+          ingressDeny:
+          - fromEndpoints: [{}]
+            fromRequires: [{matchLabels: {io.cilium.k8s.namespace.labels.team: other}}]
+            toPorts: [{ports: [{port: '5432'}]}]
+        """)
+    assert net.allowed("shop/web", "shop/db", "5432/TCP")  # the deny's requirement is not met
+    assert net.allowed("other/client", "shop/db", "80/TCP")  # allows are not narrowed by it
+    assert net.check("other/client", "shop/db", "5432/TCP").drop_reason is DropReason.POLICY_DENY
+
+
+def test_np_negative_only_namespace_selector_reaches_host_and_world_under_cilium_only(tmp_path: Path) -> None:
+    policy = """
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: neg, namespace: shop}
+        spec:
+          podSelector: {matchLabels: {app: db}}
+          ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: team, operator: NotIn, values: [shop]}]}}]}]
+        """
+    cilium = build(tmp_path, policy, Profile.CILIUM)
+    k8s = build(tmp_path, policy, Profile.K8S)
+    for net in (cilium, k8s):
+        assert net.allowed("other/client", "shop/db", "5432/TCP")
+        assert not net.allowed("shop/web", "shop/db", "5432/TCP")
+    assert cilium.allowed("203.0.113.7", "shop/db", "5432/TCP")  # world carries no namespace labels
+    assert not k8s.allowed("203.0.113.7", "shop/db", "5432/TCP")  # k8s: pods only
+    assert not k8s.allowed("host", "shop/db", "5432/TCP")
+
+
+def test_world_ipv4_entity_matches_ipv4_world_addresses_only(tmp_path: Path) -> None:
+    net = build(tmp_path, """
+        apiVersion: cilium.io/v2
+        kind: CiliumNetworkPolicy
+        metadata: {name: w4, namespace: shop}
+        spec:
+          endpointSelector: {matchLabels: {app: web}}
+          egress: [{toEntities: [world-ipv4]}]
+        """)
+    assert net.allowed("shop/web", "203.0.113.7", "443/TCP")
+    assert not net.allowed("shop/web", "2001:db8::1", "443/TCP")
+    assert not net.allowed("shop/web", "host", "443/TCP")

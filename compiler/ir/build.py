@@ -12,7 +12,7 @@ endpoints sharing an identity share its policy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from itertools import combinations
 
 from compiler.cluster import Cluster, Endpoint
@@ -84,15 +84,16 @@ def build_ir(inputs: Inputs, profile: Profile = Profile.CILIUM, label_filter: La
     cluster = inputs.cluster
     table = allocate(cluster, profile, label_filter or LabelFilter.default(), policy_cidrs(inputs))
     select: Select = table.select
+    members = {ident.number: ident.endpoints for ident in table.identities() if ident.endpoints}
+    pods = frozenset(members) if profile is Profile.K8S else None
     context = CiliumContext(cluster, select)
     subjects: list[SubjectRules] = []
     for policy in inputs.policies:
         if isinstance(policy, CiliumPolicy):
             subjects.extend(lower_cilium_policy(policy, context))
         else:
-            subjects.append(lower_network_policy(policy, select))
+            subjects.append(lower_network_policy(policy, select, pods))
 
-    members = {ident.number: ident.endpoints for ident in table.identities() if ident.endpoints}
     selecting: dict[int, list[SubjectRules]] = {number: [] for number in members}
     for subject in subjects:
         for number in select(subject.subject):
@@ -132,10 +133,12 @@ class _Composer:
                 endpoints: tuple[str, ...]) -> EndpointPolicy:
         parts = [(s.cilium, s.direction(direction)) for s in selecting]
         enforced = any(part.has_rules for _, part in parts)
-        # fromRequires of every selecting Cilium rule's allow and deny rules, ANDed everywhere (§4.2)
-        requirements = tuple(sorted({req for cilium, part in parts if cilium for req in part.requirements}))
-        allow = [self._apply(t, requirements) for _, part in parts for t in part.allow]
-        deny = [self._apply(t, requirements) for _, part in parts for t in part.deny]
+        # fromRequires of every selecting rule, ANDed into every endpoint selector: allow rules'
+        # into allow rules, deny rules' into deny rules (SEMANTICS §4.2 and its Clarified note)
+        allow_reqs = tuple(sorted({req for _, part in parts for req in part.allow_requirements}))
+        deny_reqs = tuple(sorted({req for _, part in parts for req in part.deny_requirements}))
+        allow = [self._apply(t, allow_reqs) for _, part in parts for t in part.allow]
+        deny = [self._apply(t, deny_reqs) for _, part in parts for t in part.deny]
         default_allow = False
         if not enforced:
             allow.append(ALLOW_ANY[direction])  # unenforced: allow-any (SEMANTICS §2)
@@ -166,13 +169,33 @@ def cluster_named_ports(cluster: Cluster) -> dict[tuple[str, Protocol], int | No
 Span = tuple[Protocol | None, int, int]
 
 
-def _spans(ir: IR, rule: Rule, direction: Direction, subject: Endpoint, peer: Endpoint | None) -> list[Span]:
-    out: list[Span] = []
-    for match in rule.ports:
-        resolved = ir.port_range(match, direction, subject, peer)
-        if resolved is not None:
-            out.append((match.protocol, *resolved))
-    return out
+class _Spans:
+    """The concrete (protocol, lo, hi) an L7 rule's ports can mean on one subject endpoint.
+
+    Egress under ``k8s`` resolves a named port per destination, so every number some endpoint
+    declares for the name counts.
+    """
+
+    def __init__(self, ir: IR) -> None:
+        self.ir = ir
+        self.declared: dict[tuple[str, str], set[int]] = {}
+        for ep in ir.cluster.endpoints:
+            for port in ep.ports:
+                if port.name:
+                    self.declared.setdefault((port.name, port.protocol), set()).add(port.port)
+
+    def of(self, rule: Rule, subject: Endpoint) -> list[Span]:
+        out: list[Span] = []
+        for match in rule.ports:
+            if match.name is not None and rule.direction is Direction.EGRESS and self.ir.profile is Profile.K8S:
+                assert match.protocol is not None
+                numbers = self.declared.get((match.name, match.protocol.name), set())
+                out.extend((match.protocol, n, n) for n in sorted(numbers))
+                continue
+            resolved = self.ir.port_range(match, rule.direction, subject, None)
+            if resolved is not None:
+                out.append((match.protocol, *resolved))
+        return out
 
 
 def _overlap(a: list[Span], b: list[Span]) -> tuple[Protocol | None, int] | None:
@@ -183,45 +206,35 @@ def _overlap(a: list[Span], b: list[Span]) -> tuple[Protocol | None, int] | None
     return None
 
 
-def _peer_contexts(ir: IR, direction: Direction, rules: Iterable[Rule]) -> list[Endpoint | None]:
-    """Destinations that can change named-port resolution (egress under k8s only)."""
-    named = any(m.name is not None for r in rules for m in r.ports)
-    if direction is Direction.EGRESS and ir.profile is Profile.K8S and named:
-        distinct = {ep.ports: ep for ep in ir.cluster.endpoints}
-        return [None, *distinct.values()]
-    return [None]
-
-
 def check_l7_conflicts(ir: IR) -> None:
     """Refuse two L7 allows with different parsers on one port of one endpoint (Cilium: "cannot
     merge conflicting L7 parsers"), whatever their peers."""
+    spans: _Spans | None = None
     for policy in ir.endpoint_policies():
         l7_rules = [r for r in policy.allow if r.l7 is not None]
         if len({r.l7.parser for r in l7_rules if r.l7 is not None}) < 2:
             continue
+        spans = spans or _Spans(ir)
         subjects = {ep.ports: ep for key in policy.endpoints if (ep := ir.cluster.endpoint(key)) is not None}
-        peers = _peer_contexts(ir, policy.direction, l7_rules)
         for first, second in combinations(l7_rules, 2):
             assert first.l7 is not None and second.l7 is not None
             if first.l7.parser == second.l7.parser:
                 continue
             for subject in subjects.values():
-                for peer in peers:
-                    clash = _overlap(_spans(ir, first, policy.direction, subject, peer),
-                                     _spans(ir, second, policy.direction, subject, peer))
-                    if clash is not None:
-                        _raise_conflict(first, second, clash, subject, policy.direction)
+                clash = _overlap(spans.of(first, subject), spans.of(second, subject))
+                if clash is not None:
+                    _raise_conflict(first, second, clash, subject)
 
 
-def _raise_conflict(first: Rule, second: Rule, clash: tuple[Protocol | None, int], subject: Endpoint,
-                    direction: Direction) -> None:
-    assert first.l7 is not None and second.l7 is not None
+def _raise_conflict(first: Rule, second: Rule, clash: tuple[Protocol | None, int], subject: Endpoint) -> None:
+    a, b = sorted((first, second), key=lambda r: r.origin)
+    assert a.l7 is not None and b.l7 is not None
     proto, port = clash
-    a, b = sorted((first.origin, second.origin))
     raise InputError(
-        f"cannot merge conflicting L7 parsers ({first.l7.parser}/{second.l7.parser}) on port "
-        f"{port}/{proto.name if proto else 'ANY'} of {subject.key} ({direction.value}): "
-        f"{a.policy} {a.path} at {a.file}:{a.line} and {b.policy} {b.path} at {b.file}:{b.line}",
-        source=SourceRef(a.file, a.line),
-        subject=a.policy,
+        f"cannot merge conflicting L7 parsers ({a.l7.parser}/{b.l7.parser}) on port "
+        f"{port}/{proto.name if proto else 'ANY'} of {subject.key} ({a.direction.value}): "
+        f"{a.origin.policy} {a.origin.path} at {a.origin.file}:{a.origin.line} and "
+        f"{b.origin.policy} {b.origin.path} at {b.origin.file}:{b.origin.line}",
+        source=SourceRef(a.origin.file, a.origin.line),
+        subject=a.origin.policy,
     )

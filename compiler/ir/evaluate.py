@@ -6,8 +6,8 @@ by :class:`~compiler.ir.model.L7Spec`). The reference evaluator over the parsed 
 give identical decisions; property tests compare the two.
 
 The L3/L4 part of a direction's answer is cached on what it can depend on — the subject
-identity, the subject's own ports (ingress named ports), the remote's identities, and the
-remote's address or ports only when the policy has CIDR or egress-named-port rules — so a
+identity, the subject's own ports (ingress named ports), the remote's identities and address
+family, and the remote's address or ports only when the policy has CIDR or egress-named-port rules — so a
 matrix over many endpoints that share identities stays cheap.
 """
 
@@ -99,7 +99,7 @@ class IREvaluator:
         key = (
             policy.identity, policy.direction,
             subject.ports if policy.direction is Direction.INGRESS else None,
-            remote.kind, remote.identities,
+            remote.kind, remote.identities, remote.address.version,
             remote.address if has_cidrs else None,
             remote.endpoint.ports if egress_named and remote.endpoint is not None else None,
             flow.protocol, flow.port,

@@ -72,8 +72,6 @@ from compiler.source import InputError, SourceRef
 #: kept so the targets can emit the keys Cilium would (reference/cilium.md §4.6).
 _RESERVED_ENTITIES: dict[str, frozenset[int]] = {
     "host": frozenset({ID_HOST}),
-    "world-ipv4": frozenset({ID_WORLD_IPV4}),
-    "world-ipv6": frozenset({ID_WORLD_IPV6}),
     "remote-node": frozenset({ID_REMOTE_NODE, ID_KUBE_APISERVER}),
     "kube-apiserver": frozenset({ID_KUBE_APISERVER}),
     "health": frozenset({ID_HEALTH}),
@@ -101,8 +99,13 @@ class CiliumContext:
         if "all" in entities:
             return ANY_PEER  # the wildcard selector: identity 0
         ids: set[int] = set()
+        families: set[int] = set()
         for entity in entities:
-            if entity == "world":
+            if entity in ("world-ipv4", "world-ipv6"):
+                # world addresses of that family; identity 9/10 for the targets [§4.6]
+                families.add(4 if entity == "world-ipv4" else 6)
+                ids.add(ID_WORLD_IPV4 if entity == "world-ipv4" else ID_WORLD_IPV6)
+            elif entity == "world":
                 # reserved:world (2 and every CIDR identity) plus world-ipv4/ipv6 [§4.6]
                 world = Selector((Requirement(SOURCE_RESERVED, "world", "Exists"),))
                 ids |= self.select(world) | {ID_WORLD_IPV4, ID_WORLD_IPV6}
@@ -112,7 +115,8 @@ class CiliumContext:
                 ids |= self.select(pods) | _CLUSTER_RESERVED
             else:
                 ids |= _RESERVED_ENTITIES[entity]
-        return Peer(identities=frozenset(ids), selectors=tuple(f"entity:{e}" for e in entities))
+        return Peer(identities=frozenset(ids), world_families=frozenset(families),
+                    selectors=tuple(f"entity:{e}" for e in entities))
 
     def service_peer(self, refs: Sequence[ServiceRef], policy: CiliumPolicy, where: SourceRef) -> Peer:
         """``toServices`` (SEMANTICS §4.2 and its Clarified note; Cilium pkg/policy/k8s/service.go)."""
@@ -162,12 +166,10 @@ def _direction(policy: CiliumPolicy, path: str, rule: CiliumRule, direction: Dir
     denies: Sequence[IngressRule | EgressRule] = deny_list
     # enforcement: a non-empty allow or deny list for the direction (SEMANTICS §2) [§4.5]
     has_rules = bool(allows) or bool(denies)
-    requirements: list[Requirement] = []
-    for entry in [*allows, *denies]:
-        requires = entry.fromRequires if isinstance(entry, IngressRule) else entry.toRequires
-        for sel in requires or []:
-            # requirements are namespaced like fromEndpoints (SEMANTICS §4.2) [§7.3]
-            requirements.extend(namespace_peer_selector(selector_from_k8s(sel), policy.namespace).requirements)
+    # fromRequires of allow rules narrow allow rules, of deny rules deny rules (Cilium's
+    # requirements / requirementsDeny; SEMANTICS §4.2, Clarified)
+    allow_requirements = _requirements(allows, policy)
+    deny_requirements = _requirements(denies, policy)
     config = rule.enableDefaultDeny
     flag = None if config is None else (config.ingress if direction is Direction.INGRESS else config.egress)
     name = direction.value
@@ -179,9 +181,20 @@ def _direction(policy: CiliumPolicy, path: str, rule: CiliumRule, direction: Dir
         has_rules=has_rules,
         allow=tuple(allow_templates),
         deny=tuple(deny_templates),
-        requirements=tuple(requirements),
+        allow_requirements=allow_requirements,
+        deny_requirements=deny_requirements,
         default_deny=flag is not False,  # nil = default deny when the direction has rules [§4.5]
     )
+
+
+def _requirements(items: Sequence[IngressRule | EgressRule], policy: CiliumPolicy) -> tuple[Requirement, ...]:
+    out: list[Requirement] = []
+    for entry in items:
+        requires = entry.fromRequires if isinstance(entry, IngressRule) else entry.toRequires
+        for sel in requires or []:
+            # requirements are namespaced like fromEndpoints (SEMANTICS §4.2) [§7.3]
+            out.extend(namespace_peer_selector(selector_from_k8s(sel), policy.namespace).requirements)
+    return tuple(out)
 
 
 def _lower_rule(policy: CiliumPolicy, path: str, item: IngressRule | EgressRule, direction: Direction,

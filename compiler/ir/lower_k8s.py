@@ -43,11 +43,15 @@ def subject_selector(policy: NetworkPolicy) -> Selector:
     return k8s_pod_selector(policy.spec.podSelector, policy.namespace)
 
 
-def lower_network_policy(policy: NetworkPolicy, select: Select) -> SubjectRules:
-    """One NetworkPolicy → its subject and its per-direction allow templates."""
+def lower_network_policy(policy: NetworkPolicy, select: Select, pods: frozenset[int] | None = None) -> SubjectRules:
+    """One NetworkPolicy → its subject and its per-direction allow templates.
+
+    ``pods`` (the endpoint identities) is given under the ``k8s`` profile, where pod and
+    namespace selector peers select pods only (SEMANTICS §4.1, Clarified).
+    """
     types = policy.policy_types  # absent/empty → [Ingress] (+ Egress iff egress rules), SEMANTICS §2
-    ingress = _direction(policy, Direction.INGRESS, "Ingress" in types, policy.spec.ingress, select)
-    egress = _direction(policy, Direction.EGRESS, "Egress" in types, policy.spec.egress, select)
+    ingress = _direction(policy, Direction.INGRESS, "Ingress" in types, policy.spec.ingress, select, pods)
+    egress = _direction(policy, Direction.EGRESS, "Egress" in types, policy.spec.egress, select, pods)
     return SubjectRules(subject_selector(policy), False, ingress, egress, policy.display)
 
 
@@ -57,12 +61,13 @@ def _direction(
     enforced: bool,
     entries: Sequence[NetworkPolicyIngressRule | NetworkPolicyEgressRule] | None,
     select: Select,
+    pods: frozenset[int] | None,
 ) -> DirectionRules:
     if not enforced:
-        # A direction missing from policyTypes ignores its rules, as the API server and Cilium do.
+        # A direction missing from policyTypes ignores its rules (SEMANTICS §4.1, Clarified).
         return DirectionRules(has_rules=False)
     templates = tuple(
-        _lower_entry(policy, direction, index, entry, select) for index, entry in enumerate(entries or [])
+        _lower_entry(policy, direction, index, entry, select, pods) for index, entry in enumerate(entries or [])
     )
     # `ingress: []` / absent with the type present: enforced, nothing allowed (default deny).
     return DirectionRules(has_rules=True, allow=templates)
@@ -74,6 +79,7 @@ def _lower_entry(
     index: int,
     entry: NetworkPolicyIngressRule | NetworkPolicyEgressRule,
     select: Select,
+    pods: frozenset[int] | None,
 ) -> RuleTemplate:
     peers = entry.from_ if isinstance(entry, NetworkPolicyIngressRule) else entry.to
     origin = RuleRef(policy.display, f"spec.{direction.value}[{index}]", entry.src.file, entry.src.line)
@@ -95,9 +101,10 @@ def _lower_entry(
     fixed = Peer(cidrs=tuple(cidrs)) if cidrs else NO_PEER
     peer_value = fixed
     for sel in selectors:
-        peer_value = peer_value.union(Peer(identities=select(sel), selectors=(str(sel),)))
+        found = select(sel) if pods is None else select(sel) & pods  # k8s: pods only
+        peer_value = peer_value.union(Peer(identities=found, selectors=(str(sel),)))
     rule = Rule(direction, Action.ALLOW, peer_value, ports, None, origin)
-    return RuleTemplate(rule, selectors=tuple(selectors), fixed_peer=fixed)
+    return RuleTemplate(rule, selectors=tuple(selectors), fixed_peer=fixed, restrict=pods)
 
 
 def _peer_selector(peer: NetworkPolicyPeer, namespace: str) -> Selector | None:

@@ -26,7 +26,7 @@ from functools import cached_property
 
 from compiler.cluster import Cluster, Endpoint
 from compiler.flow import Direction, L7Request, Profile, Protocol, RuleRef
-from compiler.identity import ID_HOST, ID_WORLD, ID_WORLD_IPV4, ID_WORLD_IPV6, IdentityTable
+from compiler.identity import ID_HOST, ID_WORLD, IdentityTable
 from compiler.inputs.ciliumpolicy import FQDNSelector, PortRuleHTTP, PortRuleKafka
 from compiler.l7match import l7_rule_matches
 from compiler.labels import Requirement, Selector
@@ -78,8 +78,11 @@ class RemoteKind(str, Enum):
 class Remote:
     """The peer of a flow as policy sees it: its address, what it is, and the identities it carries.
 
-    A world address carries ``reserved:world`` (2), the world identity of its family (9/10) and
-    the CIDR identity the ipcache LPM gives it, if any; an endpoint its own identity; the host 1.
+    An endpoint carries its own identity and the host 1. A world address carries, for selection,
+    ``reserved:world`` (2) and every CIDR identity whose prefix contains it (SEMANTICS §1: the
+    ``cidr:`` prefixes containing it); the family-specific world entities are matched on the
+    address family (:attr:`Peer.world_families`), as the world-ipv4/ipv6 identities (9/10) carry
+    no ``reserved:world`` label.
     """
 
     address: IPAddress
@@ -93,25 +96,31 @@ class Peer:
     """Who a rule is about: the wildcard (identity 0), identities, CIDRs, or a union of these.
 
     ``Peer()`` is nothing (an explicitly empty L3 list, ``toFQDNs``, an unknown Service).
-    ``selectors`` keeps the selector strings the identities were resolved from, for provenance.
+    ``world_families`` (4, 6) are the world entities of one family: world addresses of that IP
+    version. ``selectors`` keeps the selector strings the identities were resolved from.
     """
 
     any: bool = False
     identities: frozenset[int] = frozenset()
     cidrs: tuple[CIDRMatch, ...] = ()
+    world_families: frozenset[int] = frozenset()
     selectors: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        return not self.any and not self.identities and not self.cidrs
+        return not self.any and not self.identities and not self.cidrs and not self.world_families
 
     def union(self, other: Peer) -> Peer:
         if self.is_empty and not self.selectors:
             return other
         if other.is_empty and not other.selectors:
             return self
-        return Peer(self.any or other.any, self.identities | other.identities,
-                    self.cidrs + other.cidrs, self.selectors + other.selectors)
+        return Peer(self.any or other.any, self.identities | other.identities, self.cidrs + other.cidrs,
+                    self.world_families | other.world_families, self.selectors + other.selectors)
+
+    def restricted(self, allowed: frozenset[int]) -> Peer:
+        """The identity part narrowed to ``allowed`` (NetworkPolicy selectors under ``k8s``)."""
+        return Peer(self.any, self.identities & allowed, self.cidrs, self.world_families, self.selectors)
 
     def matches(self, remote: Remote, profile: Profile) -> bool:
         """Whether the remote side of a flow is this peer (SEMANTICS §4, §5)."""
@@ -119,6 +128,8 @@ class Peer:
             return True
         if not self.identities.isdisjoint(remote.identities):
             return True
+        if remote.kind is RemoteKind.WORLD and remote.address.version in self.world_families:
+            return True  # entity world-ipv4 / world-ipv6 (SEMANTICS §4.2)
         if self.cidrs and (profile is Profile.K8S or remote.kind is RemoteKind.WORLD):
             # cilium: a CIDR never matches a cluster address (ipcache LPM), SEMANTICS §5 [§7.4]
             return any(c.contains(remote.address) for c in self.cidrs)
@@ -254,8 +265,7 @@ class IR:
 
     @cached_property
     def _cidr_prefixes(self) -> tuple[tuple[IPNetwork, int], ...]:
-        items = [(ipaddress.ip_network(p), n) for p, n in self.identities.cidr_identities().items()]
-        return tuple(sorted(items, key=lambda item: -item[0].prefixlen))
+        return tuple((ipaddress.ip_network(p), n) for p, n in self.identities.cidr_identities().items())
 
     def remote(self, address: IPAddress) -> Remote:
         """Classify an address (SEMANTICS §1) with the identities it carries."""
@@ -264,11 +274,10 @@ class IR:
         ep = self.cluster.endpoint_at(address)
         if ep is not None:
             return Remote(address, RemoteKind.ENDPOINT, frozenset({self.endpoint_identity(ep.key)}), ep)
-        ids = {ID_WORLD, ID_WORLD_IPV4 if address.version == 4 else ID_WORLD_IPV6}
-        for network, number in self._cidr_prefixes:  # longest prefix first: the ipcache LPM
+        ids = {ID_WORLD}
+        for network, number in self._cidr_prefixes:  # every cidr: prefix containing it (§1)
             if address.version == network.version and address in network:
                 ids.add(number)
-                break
         return Remote(address, RemoteKind.WORLD, frozenset(ids))
 
 
@@ -288,6 +297,9 @@ class RuleTemplate:
     rule: Rule
     selectors: tuple[Selector, ...] = ()
     fixed_peer: Peer = NO_PEER
+    #: identities the selectors may resolve to (None: any); NetworkPolicy selectors under ``k8s``
+    #: select pods only (SEMANTICS §4.1, Clarified)
+    restrict: frozenset[int] | None = None
 
     def with_requirements(self, requirements: tuple[Requirement, ...], select: Select) -> Rule:
         if not requirements or not self.selectors:
@@ -295,7 +307,10 @@ class RuleTemplate:
         peer = self.fixed_peer
         for sel in self.selectors:
             narrowed = sel.with_requirements(requirements)
-            peer = peer.union(Peer(identities=select(narrowed), selectors=(str(narrowed),)))
+            found = select(narrowed)
+            if self.restrict is not None:
+                found &= self.restrict
+            peer = peer.union(Peer(identities=found, selectors=(str(narrowed),)))
         return Rule(self.rule.direction, self.rule.action, peer, self.rule.ports, self.rule.l7, self.rule.origin)
 
 
@@ -306,7 +321,10 @@ class DirectionRules:
     has_rules: bool  # turns enforcement on for this direction (SEMANTICS §2)
     allow: tuple[RuleTemplate, ...] = ()
     deny: tuple[RuleTemplate, ...] = ()
-    requirements: tuple[Requirement, ...] = ()  # fromRequires/toRequires, namespaced
+    #: fromRequires/toRequires written in allow rules (they narrow allow rules) and in deny rules
+    #: (they narrow deny rules), namespaced — Cilium keeps the two apart (SEMANTICS §4.2, Clarified)
+    allow_requirements: tuple[Requirement, ...] = ()
+    deny_requirements: tuple[Requirement, ...] = ()
     default_deny: bool = True  # False only for Cilium ``enableDefaultDeny.<dir>: false``
 
 
