@@ -46,13 +46,14 @@ class IREvaluator:
         self.ir = ir
         self._cache: dict[Hashable, _L4Answer] = {}
         self._shape: dict[int, tuple[bool, bool]] = {}
+        self._remotes: dict[IPAddress, Remote] = {}
 
     # --- public API -------------------------------------------------------------------------
 
     def evaluate(self, flow: Flow) -> Decision:
         """Source egress (if the source is an endpoint), destination ingress (likewise), combined."""
-        src = self.ir.remote(flow.src)
-        dst = self.ir.remote(flow.dst)
+        src = self._remote(flow.src)
+        dst = self._remote(flow.dst)
         egress = self._side(Direction.EGRESS, src.endpoint, dst, flow) if src.endpoint is not None else None
         ingress = self._side(Direction.INGRESS, dst.endpoint, src, flow) if dst.endpoint is not None else None
         return Decision.combine(flow, egress, ingress)
@@ -65,6 +66,12 @@ class IREvaluator:
         return self.evaluate(Flow(src_addr, dst_addr, port.protocol, port.port, l7))
 
     # --- one direction ----------------------------------------------------------------------
+
+    def _remote(self, address: IPAddress) -> Remote:
+        remote = self._remotes.get(address)
+        if remote is None:
+            remote = self._remotes[address] = self.ir.remote(address)
+        return remote
 
     def _endpoint(self, key: str) -> Endpoint:
         ep = self.ir.cluster.endpoint(key)
