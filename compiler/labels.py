@@ -438,10 +438,9 @@ def k8s_pod_selector(sel: LabelSelector, namespace: str) -> Selector:
     """A NetworkPolicy ``podSelector`` (subject or peer): pods of ``namespace`` matching it.
 
     Like Cilium's ``parsePodSelector``, the namespace overwrites a ``matchLabels`` entry on the
-    namespace key. Pod keys get source ``any`` (Cilium writes ``k8s:``; the namespace requirement
-    confines both to pods, so the meaning is the same).
+    namespace key. Pod keys get source ``k8s`` as in Cilium's ``parsePodSelector``.
     """
-    reqs = _k8s_requirements(sel, SOURCE_ANY, drop_match_labels=frozenset({POD_NAMESPACE_LABEL}))
+    reqs = _k8s_requirements(sel, SOURCE_K8S, drop_match_labels=frozenset({POD_NAMESPACE_LABEL}))
     return Selector((*reqs, _namespace_is(namespace)))
 
 
@@ -453,5 +452,5 @@ def k8s_namespace_selector(ns_sel: LabelSelector, pod_sel: LabelSelector | None)
     """
     reqs = _k8s_requirements(ns_sel, SOURCE_K8S, NAMESPACE_LABELS_PREFIX) or [_IN_SOME_NAMESPACE]
     if pod_sel is not None:
-        reqs.extend(_k8s_requirements(pod_sel, SOURCE_ANY))
+        reqs.extend(_k8s_requirements(pod_sel, SOURCE_K8S))
     return Selector(tuple(reqs))

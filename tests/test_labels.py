@@ -311,7 +311,7 @@ def test_cnp_subject_selector_forces_the_policy_namespace() -> None:
 
 def test_k8s_pod_selector_adds_the_namespace() -> None:
     sel = k8s_pod_selector(LabelSelector.model_validate({"matchLabels": {"app": "web"}}), "shop")
-    assert sel == Selector((Requirement("any", "app", "In", ("web",)), NS_SHOP))
+    assert sel == Selector((Requirement("k8s", "app", "In", ("web",)), NS_SHOP))
     assert k8s_pod_selector(LabelSelector(), "shop") == Selector((NS_SHOP,))
 
 
@@ -326,7 +326,7 @@ def test_k8s_namespace_selector_prefixes_keys_and_ands_the_pod_selector() -> Non
     assert k8s_namespace_selector(ns_sel, pod_sel) == Selector((
         Requirement("k8s", "io.cilium.k8s.namespace.labels.team", "In", ("a",)),
         Requirement("k8s", "io.cilium.k8s.namespace.labels.env", "Exists"),
-        Requirement("any", "app", "In", ("web",)),
+        Requirement("k8s", "app", "In", ("web",)),
     ))
 
 

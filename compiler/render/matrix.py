@@ -40,16 +40,21 @@ def _grid(ports: Sequence[str], endpoints: Sequence[str], allowed: Matrix) -> li
 
 
 def render_text(profile: str, ports: Sequence[str], endpoints: Sequence[str], allowed: Matrix) -> str:
-    """The Kubernetes e2e truth-table layout: rows are sources, columns destinations."""
-    width = max((len(e) for e in endpoints), default=1)
+    """The Kubernetes e2e truth-table layout: rows are sources, numbered columns destinations.
+
+    Columns carry the row numbers instead of names so that a table of long pod names stays
+    narrow; with short names (the conformance model's ``x/a``) the names themselves are used.
+    """
+    short = max((len(e) for e in endpoints), default=1) <= 4
+    labels = list(endpoints) if short else [str(i) for i in range(len(endpoints))]
+    col = max((len(x) for x in labels), default=1)
+    rows_w = max((len(e) for e in endpoints), default=1) + (0 if short else len(str(len(endpoints))) + 1)
     lines = [f"profile: {profile}   ({ALLOWED_MARK} allowed, {DENIED_MARK} denied; rows = from, columns = to)"]
     for port, rows in _grid(ports, endpoints, allowed):
-        lines.append("")
-        lines.append(f"{port}")
-        col = max(width, 1)
-        lines.append(" " * (width + 1) + " ".join(e.rjust(col) for e in endpoints))
-        for src, row in zip(endpoints, rows, strict=True):
-            lines.append(src.ljust(width) + " " + " ".join(mark.rjust(col) for mark in row))
+        lines += ["", port, " " * (rows_w + 1) + " ".join(x.rjust(col) for x in labels)]
+        for index, (src, row) in enumerate(zip(endpoints, rows, strict=True)):
+            name = src if short else f"{str(index).rjust(len(str(len(endpoints))))} {src}"
+            lines.append(name.ljust(rows_w) + " " + " ".join(mark.rjust(col) for mark in row))
         count = sum(r.count(ALLOWED_MARK) for r in rows)
         lines.append(f"{count} of {len(endpoints) ** 2} pairs allowed")
     return "\n".join(lines) + "\n"
