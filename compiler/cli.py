@@ -28,6 +28,7 @@ from compiler.flow import (
     Profile,
 )
 from compiler.source import InputError, InputErrors, NetpolcError
+from compiler.targets.base import TargetError
 
 if TYPE_CHECKING:
     from compiler.inputs import Inputs
@@ -265,6 +266,33 @@ def cmd_identities(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- compile --------------------------------------------------------------------------------------
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from compiler.ir.build import build_ir
+    from compiler.targets import TargetOptions, available_targets, compile_targets
+
+    offered = available_targets()
+    if not offered:
+        raise UsageError("no compilation target is available in this version")
+    names = offered if args.target == "all" else [args.target]
+    if args.target != "all" and args.target not in offered:
+        raise UsageError(f"--target {args.target}: not available (available: {', '.join(offered) or 'none'})")
+    if args.policy_map_max < 1:
+        raise UsageError("--policy-map-max must be positive")
+    inputs = _load(args)
+    _progress(f"loaded {len(inputs.cluster.endpoints)} endpoints and {len(inputs.policies)} policies")
+    ir = build_ir(inputs, Profile(args.profile), _label_filter(args))
+    options = TargetOptions(policy_map_max=args.policy_map_max, allow_overflow=args.allow_overflow)
+    artifacts = compile_targets(inputs, ir, names, Path(args.out), options, progress=_progress)
+    for name, files in artifacts.items():
+        print(f"{name}: {len(files)} file(s) in {Path(args.out) / name}")
+    return 0
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -317,6 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_query)
 
+    p = sub.add_parser("compile", help="emit datapath artifacts (iptables, eBPF maps, Envoy L7 config)")
+    _add_input_options(p)
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory (OUT/<target>/...)")
+    p.add_argument("--target", default="all", metavar="TARGET",
+                   help="iptables, ebpf, envoy or all (default: every available target)")
+    p.add_argument("--policy-map-max", type=int, default=16384,
+                   help="eBPF policy map capacity per endpoint (Cilium bpf-policy-map-max, default 16384)")
+    p.add_argument("--allow-overflow", action="store_true",
+                   help="write eBPF maps even when an endpoint exceeds --policy-map-max (reported, exit 0)")
+    p.set_defaults(func=cmd_compile)
+
     p = sub.add_parser("identities", help="security identities with their labels and endpoint counts")
     _add_input_options(p)
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -339,6 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for error in err.errors:
             print(f"netpolc: error: {error}", file=sys.stderr)
         print(f"netpolc: {len(err.errors)} input error(s); nothing was written", file=sys.stderr)
+        return 2
+    except TargetError as err:
+        for problem in err.problems:
+            print(f"netpolc: error: {problem}", file=sys.stderr)
+        print(f"netpolc: {len(err.problems)} construct(s) the target cannot express; nothing was written", file=sys.stderr)
         return 2
     except (InputError, NetpolcError) as err:
         print(f"netpolc: error: {err}", file=sys.stderr)
