@@ -219,11 +219,10 @@ def _kafka_request(text: str) -> KafkaRequest:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from verifier.simulate.source import ReferenceEvaluator
-
     from compiler.ir.build import build_ir
     from compiler.ir.evaluate import IREvaluator
     from compiler.render import query as render
+    from verifier.simulate.source import ReferenceEvaluator
 
     (port,) = _ports([args.port])
     inputs = _load(args)
@@ -382,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TargetError as err:
         for problem in err.problems:
             print(f"netpolc: error: {problem}", file=sys.stderr)
-        print(f"netpolc: {len(err.problems)} construct(s) the target cannot express; nothing was written", file=sys.stderr)
+        count = len(err.problems)
+        print(f"netpolc: {count} construct(s) the target cannot express; nothing was written", file=sys.stderr)
         return 2
     except (InputError, NetpolcError) as err:
         print(f"netpolc: error: {err}", file=sys.stderr)
