@@ -15,11 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compiler.ir.build import build_ir
-
 from benchmarks.scale import Scale, generate, write
 from compiler.flow import Profile
 from compiler.inputs import load_inputs
+from compiler.ir.build import build_ir
 
 DEFAULT_SIZES = ("1000:20:100", "5000:50:1000", "20000:200:5000")
 

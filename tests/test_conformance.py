@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
-from compiler.ir.build import build_ir
-from compiler.ir.evaluate import matrix
-from verifier.simulate.source import ReferenceEvaluator
 
 from compiler.cli import _pairwise_matrix
 from compiler.flow import PortSpec, Profile
 from compiler.inputs import Inputs, load_inputs
+from compiler.ir.build import build_ir
+from compiler.ir.evaluate import matrix
+from verifier.simulate.source import ReferenceEvaluator
 
 HERE = Path(__file__).parent / "conformance"
 CASES = sorted((HERE / "cases").glob("*.yaml"))
