@@ -292,6 +292,56 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- lint ---------------------------------------------------------------------------------------
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from verifier.lint.config import ConfigError, check_codes, find_config, load_config
+    from verifier.lint.context import LintOptions
+    from verifier.lint.engine import LoadOptions, all_rules, lint
+    from verifier.lint.finding import Severity
+    from verifier.lint.render import RENDERERS
+
+    rules = all_rules()
+    if args.list_rules:
+        for code, rule in sorted(rules.items()):
+            print(f"{code}  {rule.name:<40} {rule.severity.value:<8} {rule.summary()}")
+        return 0
+    if not args.files:
+        raise UsageError("lint: give inputs with -f PATH (or --list-rules)")
+    path = Path(args.config) if args.config else find_config(Path.cwd())
+    if args.config and not path.is_file():  # type: ignore[union-attr]
+        raise UsageError(f"--config {args.config}: no such file")
+    config = load_config(path, rules)
+    try:
+        check_codes(args.select or [], set(rules), "--select")
+        check_codes(args.ignore or [], set(rules), "--ignore")
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    config = config.with_selection(_split(args.select), _split(args.ignore))
+    settings = config.settings
+    profile = Profile(args.profile or settings.get("profile", Profile.CILIUM.value))
+    options = LintOptions(
+        profile=profile,
+        platform=args.platform or settings.get("platform"),
+        policy_map_max=int(args.policy_map_max or settings.get("policy-map-max", 16384)),
+        identity_limit=int(args.identity_limit or settings.get("identity-limit", 65535)),
+        label_filter=_label_filter(args),
+    )
+    load = LoadOptions(tuple(args.pod_cidrs or [DEFAULT_POD_CIDR]), args.node_ip, args.cluster_name)
+    result = lint(args.files, options, config, load, progress=_progress)
+    sys.stdout.write(RENDERERS[args.format](result))
+    return 1 if any(f.severity is Severity.ERROR for f in result.findings) else 0
+
+
+def _split(values: Sequence[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -359,6 +409,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(p)
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_identities)
+
+    p = sub.add_parser("lint", help="coded checks for CI (text, JSON, SARIF, GitHub annotations)")
+    _add_input_options(p)
+    for action in p._actions:
+        if action.dest == "files":
+            action.required = False
+        if action.dest == "profile":
+            action.default = None
+    p.add_argument("--format", "-o", dest="format", choices=["text", "json", "sarif", "github"], default="text")
+    p.add_argument("--select", action="append", metavar="CODES", help="rule codes or prefixes to run (e.g. NP2,NP301)")
+    p.add_argument("--ignore", action="append", metavar="CODES", help="rule codes or prefixes to skip")
+    p.add_argument("--config", metavar="FILE", help="pyproject.toml or .netpolc.toml (default: nearest one)")
+    p.add_argument("--platform", choices=["aks-managed"], help="enable managed-platform rules")
+    p.add_argument("--policy-map-max", type=int, help="eBPF policy map capacity per endpoint (default 16384)")
+    p.add_argument("--identity-limit", type=int, help="identity limit to check against (default 65535)")
+    p.add_argument("--list-rules", action="store_true", help="list every rule and exit")
+    p.set_defaults(func=cmd_lint)
     return parser
 
 
