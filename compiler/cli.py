@@ -309,8 +309,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
         for code, rule in sorted(rules.items()):
             print(f"{code}  {rule.name:<40} {rule.severity.value:<8} {rule.summary()}")
         return 0
-    if not args.files:
-        raise UsageError("lint: give inputs with -f PATH (or --list-rules)")
+    files = [*(args.files or []), *args.paths]
+    if not files:
+        raise UsageError("lint: give inputs with -f PATH or as arguments (or --list-rules)")
     path = Path(args.config) if args.config else find_config(Path.cwd())
     if args.config and not path.is_file():  # type: ignore[union-attr]
         raise UsageError(f"--config {args.config}: no such file")
@@ -331,7 +332,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
         label_filter=_label_filter(args),
     )
     load = LoadOptions(tuple(args.pod_cidrs or [DEFAULT_POD_CIDR]), args.node_ip, args.cluster_name)
-    result = lint(args.files, options, config, load, progress=_progress)
+    result = lint(files, options, config, load, progress=_progress)
     sys.stdout.write(RENDERERS[args.format](result))
     return 1 if any(f.severity is Severity.ERROR for f in result.findings) else 0
 
@@ -425,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-map-max", type=int, help="eBPF policy map capacity per endpoint (default 16384)")
     p.add_argument("--identity-limit", type=int, help="identity limit to check against (default 65535)")
     p.add_argument("--list-rules", action="store_true", help="list every rule and exit")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="more inputs, as with -f (for pre-commit)")
     p.set_defaults(func=cmd_lint)
     return parser
 

@@ -202,3 +202,29 @@ def test_examples_have_no_error_findings(example: str, capsys: pytest.CaptureFix
     code, findings = lint_json(capsys, "-f", str(root))
     assert code == 0
     assert all(f["severity"] != "error" for f in findings)
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_pre_commit_hook_runs_lint_on_the_staged_files(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert hook["id"] == "netpolc-lint" and hook["language"] == "python"
+    argv = shlex.split(hook["entry"])
+    assert argv[0] == "netpolc"
+    staged = [str(ROOT / "examples" / "shop" / "cluster.yaml"), str(ROOT / "examples" / "shop" / "egress.yaml")]
+    assert main([*argv[1:], *staged]) == 0  # pre-commit appends the file names
+    capsys.readouterr()
+
+
+def test_github_action_runs_lint_with_options_netpolc_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    assert action["runs"]["using"] == "composite"
+    script = next(s["run"] for s in action["runs"]["steps"] if s.get("id") == "lint")
+    assert "--format sarif" in script and "--format github" in script
+    code, out = run_lint(capsys, "--profile", "cilium", "--format", "sarif", str(ROOT / "examples" / "shop"))
+    assert code == 0 and json.loads(out)["version"] == "2.1.0"
