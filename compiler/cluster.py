@@ -56,6 +56,7 @@ class Endpoint:
     source: SourceRef
     owner: str | None = None  # "Deployment shop/frontend" for pods made from a workload
     host_network: bool = False
+    node_os: str | None = None  # kubernetes.io/os the pod is pinned to by its nodeSelector
 
     @property
     def key(self) -> str:

@@ -108,6 +108,7 @@ class _PodDraft:
     source: SourceRef
     owner: str | None
     host_network: bool
+    node_os: str | None = None
 
     @property
     def key(self) -> str:
@@ -265,6 +266,7 @@ def _build_cluster(collected: _Collected, pod_cidrs: tuple[str, ...], node_ip: s
                 doc.source,
                 None,
                 bool(pod.spec.hostNetwork),
+                pod.spec.node_os,
             )
         )
     for workload, doc in collected.workloads:
@@ -291,6 +293,7 @@ def _build_cluster(collected: _Collected, pod_cidrs: tuple[str, ...], node_ip: s
                     doc.source,
                     f"{workload.kind} {namespace}/{name}",
                     bool(template.spec.hostNetwork),
+                    template.spec.node_os,
                 )
             )
 
@@ -384,6 +387,7 @@ def _allocate(
                 draft.ports,
                 draft.source,
                 draft.owner,
+                node_os=draft.node_os,
             )
         )
     return tuple(endpoints)

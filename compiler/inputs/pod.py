@@ -48,6 +48,12 @@ class PodSpec(LooseModel):
     serviceAccount: str | None = None  # deprecated alias Kubernetes still honours
     hostNetwork: bool | None = None
     nodeName: str | None = None
+    nodeSelector: dict[str, str] | None = None
+
+    @property
+    def node_os(self) -> str | None:
+        """The node OS the pod is pinned to (``kubernetes.io/os`` node selector), if any."""
+        return (self.nodeSelector or {}).get("kubernetes.io/os")
 
     @model_validator(mode="after")
     def _unique_port_names(self) -> PodSpec:

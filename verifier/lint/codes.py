@@ -26,13 +26,18 @@ CODES: dict[str, str] = {
     "NP209": "fqdn_without_dns_rule",
     "NP210": "anchored_http_path_prefix",
     "NP211": "endpoint_selector_namespace_override",
+    "NP212": "host_firewall_rule_ignored",
+    "NP213": "rules_ignored_by_policy_types",
+    "NP214": "cidr_matches_pods_only_under_k8s",
     # exposure
     "NP301": "ingress_from_world",
     "NP302": "egress_to_any_address",
     "NP303": "namespace_without_default_deny",
     "NP304": "allow_all_rule",
+    "NP305": "any_namespace_peer",
     # managed platforms
     "NP401": "clusterwide_policy_on_managed_cilium",
+    "NP402": "windows_pods_unenforced",
 }
 
 #: Retired codes and what replaced them (never hand these out again).
