@@ -343,6 +343,46 @@ def _split(values: Sequence[str] | None) -> list[str] | None:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
+# --- diff ---------------------------------------------------------------------------------------
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from verifier.diff.compute import semantic_diff
+    from verifier.diff.render import RENDERERS
+    from verifier.diff.sources import materialize
+
+    base = Profile(args.profile)
+    old_profile = Profile(args.profile_old) if args.profile_old else base
+    new_profile = Profile(args.profile_new) if args.profile_new else base
+    loaded = []
+    for spec in (args.old, args.new):
+        with materialize(spec) as local:
+            args.files = [local]
+            try:
+                loaded.append(_load(args))
+            except InputErrors as err:
+                raise InputErrors([_relabel(e, local, spec) for e in err.errors]) from None
+            except InputError as err:
+                raise _relabel(err, local, spec) from None
+    old, new = loaded
+    start = time.monotonic()
+    result = semantic_diff(old, new, old_profile, new_profile, _label_filter(args), progress=_progress)
+    _progress(f"{result.cells} flow cells compared in {time.monotonic() - start:.1f}s")
+    sys.stdout.write(RENDERERS[args.output](result))
+    return 0 if result.equivalent else 1
+
+
+def _relabel(err: InputError, local: str, spec: str) -> InputError:
+    """Name ``git:REV:PATH/...`` instead of the temporary copy in an error."""
+    from compiler.source import SourceRef
+
+    if err.source is None or local == spec or not err.source.file.startswith(local):
+        return err
+    name = spec.rstrip("/") + err.source.file[len(local):]
+    source = SourceRef(name, err.source.line, err.source.column)
+    return InputError(err.message, source=source, field=err.field, subject=err.subject)
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -428,6 +468,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-rules", action="store_true", help="list every rule and exit")
     p.add_argument("paths", nargs="*", metavar="PATH", help="more inputs, as with -f (for pre-commit)")
     p.set_defaults(func=cmd_lint)
+
+    p = sub.add_parser("diff", help="semantic difference of two policy versions on one cluster (exhaustive)")
+    p.add_argument("old", metavar="OLD", help="path (file, directory) or git:REV:PATH")
+    p.add_argument("new", metavar="NEW", help="path (file, directory) or git:REV:PATH")
+    _add_input_options(p)
+    for action in p._actions:
+        if action.dest == "files":
+            action.required = False
+    p.add_argument("--profile-old", choices=[x.value for x in Profile], help="profile for OLD (default --profile)")
+    p.add_argument("--profile-new", choices=[x.value for x in Profile], help="profile for NEW (default --profile)")
+    p.add_argument("-o", "--output", choices=["text", "markdown", "json"], default="text")
+    p.set_defaults(func=cmd_diff)
     return parser
 
 

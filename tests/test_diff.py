@@ -1,0 +1,280 @@
+"""netpolc diff: exactly the changed flows, as compact regions, on hand-made pairs of policy versions.
+
+Each pair is checked against brute force: every (source, destination, protocol, port) over a
+small cluster — endpoints, the node, and world addresses at and around every prefix boundary —
+for ports 0..MAX_TEST_PORT (the pairs only use ports below it), evaluated under both versions with
+the reference semantics. The set of flows whose outcome changed must equal the set the diff's
+regions cover.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from compiler.cli import main
+from compiler.flow import Flow, Profile, Protocol
+from compiler.inputs import Inputs, load_inputs
+from compiler.ir.build import policy_cidrs
+from verifier.diff.compute import DiffResult, Region, outcome, semantic_diff
+from verifier.simulate.source import ReferenceEvaluator
+
+MAX_TEST_PORT = 320
+
+CLUSTER = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: a, labels: {team: a}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: b, labels: {team: b}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: a, labels: {app: web}}
+spec: {containers: [{name: c, image: i, ports: [{name: http, containerPort: 80}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: a, labels: {app: db}}
+spec: {containers: [{name: c, image: i, ports: [{name: sql, containerPort: 300}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: b, labels: {app: client}}
+spec: {containers: [{name: c, image: i}]}
+"""
+
+NP_DB_FROM_WEB = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: a}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+    - from: [{podSelector: {matchLabels: {app: web}}}]
+      ports: [{port: sql}]
+"""
+
+PAIRS: dict[str, tuple[str, str]] = {
+    "identical": (NP_DB_FROM_WEB, NP_DB_FROM_WEB),
+    "port range widened": (
+        NP_DB_FROM_WEB,
+        NP_DB_FROM_WEB.replace("ports: [{port: sql}]", "ports: [{port: 290, endPort: 310}]"),
+    ),
+    "peer namespace added": (
+        NP_DB_FROM_WEB,
+        NP_DB_FROM_WEB.replace(
+            "- from: [{podSelector: {matchLabels: {app: web}}}]",
+            "- from: [{podSelector: {matchLabels: {app: web}}}, {namespaceSelector: {matchLabels: {team: b}}}]",
+        ),
+    ),
+    "ipBlock except": (
+        NP_DB_FROM_WEB.replace(
+            "- from: [{podSelector: {matchLabels: {app: web}}}]", "- from: [{ipBlock: {cidr: 198.51.100.0/24}}]"
+        ),
+        NP_DB_FROM_WEB.replace(
+            "- from: [{podSelector: {matchLabels: {app: web}}}]",
+            "- from: [{ipBlock: {cidr: 198.51.100.0/24, except: [198.51.100.128/26]}}]",
+        ),
+    ),
+    "cilium deny added": (
+        """
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web, namespace: a}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+    - fromEntities: [cluster]
+""",
+        """
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web, namespace: a}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+    - fromEntities: [cluster]
+  ingressDeny:
+    - fromEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: b}}]
+      toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+""",
+    ),
+    "egress default deny": (
+        NP_DB_FROM_WEB,
+        NP_DB_FROM_WEB
+        + """---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-egress, namespace: b}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:
+    - ports: [{port: 53, protocol: UDP}]
+""",
+    ),
+}
+
+
+def _load(tmp_path: Path, name: str, policy: str) -> Inputs:
+    path = tmp_path / name
+    path.write_text(CLUSTER + "---\n" + policy)
+    return load_inputs([str(path)])
+
+
+def _world_samples(old: Inputs, new: Inputs) -> list[ipaddress.IPv4Address]:
+    samples = {ipaddress.IPv4Address("192.0.2.1"), ipaddress.IPv4Address("0.0.0.0")}
+    for text in set(policy_cidrs(old)) | set(policy_cidrs(new)):
+        net = ipaddress.ip_network(text)
+        for edge in (int(net.network_address), int(net.broadcast_address)):
+            for delta in (-1, 0, 1):
+                if 0 <= edge + delta < 2**32:
+                    samples.add(ipaddress.IPv4Address(edge + delta))
+    return sorted(samples)
+
+
+def _covered(
+    region: Region,
+    src: str,
+    src_addr: ipaddress.IPv4Address,
+    dst: str,
+    dst_addr: ipaddress.IPv4Address,
+    proto: str,
+    port: int,
+) -> bool:
+    if dst not in region.destinations and not (
+        dst == "world" and any(_world_contains(n, dst_addr) for n in region.destinations)
+    ):
+        return False
+    spans = dict(region.ports).get(proto, ())
+    if not any(lo <= port <= hi for lo, hi in spans):
+        return False
+    for name in region.sources:
+        if name == src:
+            return True
+        if src == "world" and _world_contains(name, src_addr):
+            return True
+    return False
+
+
+def _world_contains(name: str, address: ipaddress.IPv4Address) -> bool:
+    """A world source of a region: a CIDR or a ``first-last`` range (anything else is an endpoint or host)."""
+    try:
+        return address in ipaddress.ip_network(name)
+    except ValueError:
+        pass
+    first, sep, last = name.partition("-")
+    try:
+        return bool(sep) and ipaddress.IPv4Address(first) <= address <= ipaddress.IPv4Address(last)
+    except ValueError:
+        return False
+
+
+def _brute_force(old: Inputs, new: Inputs, result: DiffResult) -> None:
+    cluster = new.cluster
+    names = {ep.addresses[0]: ep.key for ep in cluster.endpoints}
+    sites = [(a, n) for a, n in names.items()] + [(cluster.node_address, "host")]
+    sites += [(a, "world") for a in _world_samples(old, new) if a not in names and a != cluster.node_address]
+    ref_old = ReferenceEvaluator(old, result.profile_old)
+    ref_new = ReferenceEvaluator(new, result.profile_new)
+    missing, extra = [], []
+    for src_addr, src in sites:
+        for dst_addr, dst in sites:
+            if dst_addr == src_addr or (src in ("host", "world") and dst in ("host", "world")):
+                continue
+            for proto in (Protocol.TCP, Protocol.UDP):
+                for port in range(MAX_TEST_PORT + 1):
+                    flow = Flow(src_addr, dst_addr, proto, port)  # type: ignore[arg-type]
+                    a, b = outcome(ref_old.evaluate(flow)), outcome(ref_new.evaluate(flow))
+                    changed = a.outcome != b.outcome or (a.outcome.verdict == "redirected" and a.l7_rules != b.l7_rules)
+                    covered = any(
+                        _covered(r, src, src_addr, dst, dst_addr, proto.name, port)  # type: ignore[arg-type]
+                        for r in result.regions
+                    )
+                    if changed and not covered:
+                        missing.append(f"{src}({src_addr})->{dst} {port}/{proto.name}: {a.outcome} -> {b.outcome}")
+                    if covered and not changed:
+                        extra.append(f"{src}({src_addr})->{dst} {port}/{proto.name}")
+    assert not missing, f"changed flows the diff missed: {missing[:10]}"
+    assert not extra, f"flows the diff reports but that did not change: {extra[:10]}"
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+@pytest.mark.parametrize("profile", [Profile.CILIUM, Profile.K8S])
+def test_diff_is_exactly_the_changed_flows(name: str, profile: Profile, tmp_path: Path) -> None:
+    old_text, new_text = PAIRS[name]
+    old, new = _load(tmp_path, "old.yaml", old_text), _load(tmp_path, "new.yaml", new_text)
+    result = semantic_diff(old, new, profile, profile)
+    assert result.equivalent == (name == "identical")
+    _brute_force(old, new, result)
+
+
+def test_profile_migration_diff_is_exact(tmp_path: Path) -> None:
+    old_text, _ = PAIRS["ipBlock except"]
+    inputs = _load(tmp_path, "p.yaml", old_text)
+    result = semantic_diff(inputs, inputs, Profile.K8S, Profile.CILIUM)
+    assert not result.equivalent  # allow-localhost at least
+    _brute_force(inputs, inputs, result)
+
+
+def test_regions_name_the_rules_on_both_sides(tmp_path: Path) -> None:
+    old, new = (
+        _load(tmp_path, f"{n}.yaml", t) for n, t in zip(("old", "new"), PAIRS["cilium deny added"], strict=True)
+    )
+    result = semantic_diff(old, new, Profile.CILIUM, Profile.CILIUM)
+    (region,) = result.regions
+    assert region.sources == ("b/client",) and region.destinations == ("a/web",)
+    assert region.ports == (("TCP", ((80, 80),)),)
+    assert (region.old.verdict, region.new.verdict, region.new.detail) == ("allowed", "dropped", "POLICY_DENY")
+    assert [r.path for r in region.old_rules] == ["spec.ingress[0]"]
+    assert [r.path for r in region.new_rules] == ["spec.ingressDeny[0]"]
+
+
+def test_cli_markdown_json_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(CLUSTER + "---\n" + PAIRS["port range widened"][0])
+    new.write_text(CLUSTER + "---\n" + PAIRS["port range widened"][1])
+    assert main(["diff", str(old), str(old)]) == 0
+    assert "equivalent" in capsys.readouterr().out
+    assert main(["diff", str(old), str(new), "-o", "markdown"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("### netpolc: semantic policy diff") and "| a/web | a/db | TCP 290-299,301-310 |" in out
+    assert main(["diff", str(old), str(new), "-o", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["equivalent"] is False and doc["regions"][0]["ports"] == [
+        {"protocol": "TCP", "ranges": [[290, 299], [301, 310]]}
+    ]
+
+
+def test_different_clusters_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(CLUSTER)
+    new.write_text(CLUSTER.replace("name: client", "name: client2"))
+    assert main(["diff", str(old), str(new)]) == 2
+    assert "different clusters" in capsys.readouterr().err
+
+
+def test_git_revisions_as_inputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / "policies").mkdir(parents=True)
+    git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "policies" / "all.yaml").write_text(CLUSTER + "---\n" + PAIRS["peer namespace added"][0])
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "old"], check=True)
+    (repo / "policies" / "all.yaml").write_text(CLUSTER + "---\n" + PAIRS["peer namespace added"][1])
+    subprocess.run([*git, "commit", "-qam", "new"], check=True)
+    monkeypatch.chdir(repo)
+    assert main(["diff", "git:HEAD~1:policies", "git:HEAD:policies"]) == 1
+    assert "b/client -> a/db TCP 300: dropped (POLICY_DENIED) → allowed" in capsys.readouterr().out
+    assert main(["diff", "git:nosuchrev:policies", "git:HEAD:policies"]) == 2
+    assert "git:nosuchrev:policies" in capsys.readouterr().err
