@@ -113,6 +113,13 @@ CASES: list[tuple[str, str, int, str]] = [
         "is not a valid regex",
     ),
     (
+        "cilium TLS interception (not modelled)",
+        CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts:\n    - ports: [{port: '443', protocol: TCP}]\n"
+        "      terminatingTLS: {secret: {name: s}}\n",
+        8,
+        "terminatingTLS is not supported by netpolc",
+    ),
+    (
         "cilium lookahead regex",
         CNP_HEAD + "  endpointSelector: {}\n  ingress:\n  - toPorts:\n    - ports: [{port: '80', protocol: TCP}]\n"
         "      rules: {http: [{path: '/(?!admin).*'}]}\n",

@@ -269,6 +269,19 @@ class PortRule(Model):
     serverNames: list[str] | None = None
     listener: ListenerRef | None = None
 
+    @model_validator(mode="after")
+    def _unmodelled(self) -> PortRule:
+        # TLS interception and custom Envoy listeners change what the proxy sees and enforces;
+        # netpolc does not model them, so it refuses them rather than verifying a different policy
+        # (docs/SEMANTICS.md §7, "never silently dropped").
+        for name in ("terminatingTLS", "originatingTLS", "serverNames", "listener"):
+            if getattr(self, name) is not None:
+                raise ValueError(
+                    f"{name} is not supported by netpolc (TLS interception and custom Envoy listeners are "
+                    "not modelled); remove it to verify the rest of the rule"
+                )
+        return self
+
     @field_validator("ports")
     @classmethod
     def _max_ports(cls, value: list[PortProtocol] | None) -> list[PortProtocol] | None:
