@@ -1,0 +1,51 @@
+"""Public entry points for the iptables target's artifacts: ``rules.v4`` and ``ipsets.v4``.
+
+``read_iptables`` reads iptables-restore input (what netpolc emits) and iptables-save output (what a kernel prints
+back after loading it) into one normalized :class:`~verifier.artifacts.models.Ruleset`; ``read_ipsets`` reads
+``ipset restore``/``ipset save`` text into the sets it leaves behind. Both raise
+:class:`~verifier.artifacts.models.ArtifactError` (a NetpolcError) naming file:line:column for anything they
+cannot read or that lies outside the dialect contract (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from verifier.artifacts.ipsets import IpSet
+from verifier.artifacts.models import ArtifactError, Family, Ruleset
+
+
+def read_iptables(text: str, path: str = "<text>", family: Family = 4) -> Ruleset:
+    """Parse an iptables (``family=4``) or ip6tables (``family=6``) restore file or save output; ``path`` names
+    the text in error messages."""
+    # The grammar package imports this package's models, so it is imported here, not at module level.
+    from grammar.iptables_save import parse_iptables
+
+    if family not in (4, 6):
+        raise ValueError(f"family must be 4 or 6, not {family!r}")
+    return parse_iptables(text, family, path)
+
+
+def read_ipsets(text: str, path: str = "<text>") -> dict[str, IpSet]:
+    """Replay an ``ipset restore`` stream or ``ipset save`` output; the sets it leaves, by name."""
+    from grammar.ipset import parse_ipsets
+
+    return parse_ipsets(text, path)
+
+
+def _read_text(path: str | os.PathLike[str]) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArtifactError(str(path), 0, f"cannot read: {e}") from None
+
+
+def load_iptables(path: str | os.PathLike[str], family: Family = 4) -> Ruleset:
+    """:func:`read_iptables` on a file."""
+    return read_iptables(_read_text(path), str(path), family)
+
+
+def load_ipsets(path: str | os.PathLike[str]) -> dict[str, IpSet]:
+    """:func:`read_ipsets` on a file."""
+    return read_ipsets(_read_text(path), str(path))
