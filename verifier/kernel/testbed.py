@@ -88,6 +88,7 @@ class Testbed:
         self._built = False
         self._created: list[str] = []
         self._old_handlers: dict[int, _SignalHandler] = {}
+        self._cleanups: list[Callable[[], None]] = []
 
     # --- names --------------------------------------------------------------------------
 
@@ -211,8 +212,19 @@ class Testbed:
                     f"listener in {netns} did not start: {line or 'no answer'} {stderr}",
                 )
 
+    def add_cleanup(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` first when the testbed is cleaned up (a loader's unpinning, unmounting, ...).
+
+        Callbacks run last-added first, also on a signal; one that fails does not stop the rest.
+        """
+        self._cleanups.append(callback)
+
     def cleanup(self) -> None:
-        """Stop the listeners and delete every namespace this testbed created. Idempotent."""
+        """Run the added cleanups, stop the listeners and delete every namespace this testbed created. Idempotent."""
+        while self._cleanups:
+            callback = self._cleanups.pop()
+            with contextlib.suppress(Exception):
+                callback()
         for proc in self.listeners.values():
             with contextlib.suppress(OSError):
                 if proc.stdin is not None:
