@@ -1,0 +1,322 @@
+"""Concrete flows through the eBPF artifacts, the way Cilium 1.18's datapath looks them up.
+
+Reads ``OUT/ebpf/`` back as the kernel gets it — the ``key``/``value`` byte arrays of the bpftool
+JSON, never the ``formatted`` objects nor compiler objects (DESIGN §1: the verifier does not trust
+the compiler) — and answers one flow:
+
+1. ipcache LPM (reference/cilium.md §2): the identity of the remote address of each direction;
+   an address in no prefix is world (``WORLD_IPV4_ID``/``WORLD_IPV6_ID`` 9/10, §2).
+2. Per direction (source endpoint's egress, then destination endpoint's ingress — the order of
+   ``compiler.flow.Decision.combine``), ``__policy_can_access`` (§1.7): lookup 1 with the real
+   identity (a deny hit is final), lookup 2 with identity 0, the L4-only entry chosen when it is
+   a deny, when there is no L3 hit, when its proxy-port priority is higher, or on equal priority
+   when its prefix is strictly longer.
+3. Verdict: no entry → drop 133 (Policy denied), deny → drop 181 (Policy denied by denylist),
+   otherwise allowed, redirected when the entry has a proxy port.
+
+Cost is counted as the datapath pays it: ipcache lookups and policy-map lookups. L7 requests are
+Envoy's business (verifier/simulate/envoy.py); here a redirect is only the proxy port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compiler.flow import Decision, Direction, DropReason, Flow, IPAddress, Verdict
+from compiler.targets import proxyports
+from compiler.targets.ebpf.layout import (
+    POLICY_FULL_PREFIX,
+    POLICY_STATIC_PREFIX,
+    IpcacheEntry,
+    PolicyEntry,
+    PolicyKey,
+    parse_hex_bytes,
+)
+
+WORLD_FALLBACK = {4: 9, 6: 10}  # WORLD_IPV4_ID / WORLD_IPV6_ID (reference/cilium.md §2)
+
+#: POLICY_MATCH_* as monitor and Hubble print them (reference/cilium.md §1.7 item 7).
+MATCH_NONE = "none"
+MATCH_L3_ONLY = "L3-Only"
+MATCH_L3_L4 = "L3-L4"
+MATCH_L4_ONLY = "L4-Only"
+MATCH_ALL = "all"
+MATCH_L3_PROTO = "L3-Proto"
+MATCH_PROTO_ONLY = "Proto-Only"
+
+
+class ArtifactError(ValueError):
+    """An eBPF artifact that does not decode (names the file)."""
+
+
+def match_type(key: PolicyKey | None) -> str:
+    if key is None:
+        return MATCH_NONE
+    if key.port_prefix == 0:
+        return MATCH_ALL if key.identity == 0 else MATCH_L3_ONLY
+    if key.port_prefix == 8:
+        return MATCH_PROTO_ONLY if key.identity == 0 else MATCH_L3_PROTO
+    return MATCH_L4_ONLY if key.identity == 0 else MATCH_L3_L4
+
+
+# --- maps -------------------------------------------------------------------------------------
+
+class PolicyMap:
+    """An LPM trie over bytes 4..11 of ``policy_key`` (64 data bits), read from its bpftool dump."""
+
+    def __init__(self, name: str, entries: list[tuple[PolicyKey, PolicyEntry]]) -> None:
+        self.name = name
+        self.entries = entries
+        self._by_len: dict[int, dict[int, tuple[PolicyKey, PolicyEntry]]] = {}
+        for key, entry in entries:
+            if entry.port_prefix != key.port_prefix:
+                raise ArtifactError(f"{name}: entry prefix {entry.port_prefix} != key prefix {key.port_prefix} "
+                                    "(Cilium's PolicyEntry.IsValid fails)")
+            bits = key.prefixlen
+            masked = key.data_bits() >> (POLICY_FULL_PREFIX - bits)
+            self._by_len.setdefault(bits, {})[masked] = (key, entry)
+        self._lengths = sorted(self._by_len, reverse=True)
+
+    def lookup(self, identity: int, egress: int, protocol: int, port: int) -> tuple[PolicyKey, PolicyEntry] | None:
+        """Longest-prefix match of a full (prefix 64) lookup key."""
+        data = PolicyKey(identity, egress, protocol, port, POLICY_FULL_PREFIX - POLICY_STATIC_PREFIX).data_bits()
+        for bits in self._lengths:
+            hit = self._by_len[bits].get(data >> (POLICY_FULL_PREFIX - bits))
+            if hit is not None:
+                return hit
+        return None
+
+
+class Ipcache:
+    """``cilium_ipcache_v2`` as an LPM per address family."""
+
+    def __init__(self, entries: list[IpcacheEntry]) -> None:
+        self.entries = entries
+        self._by_len: dict[tuple[int, int], dict[int, int]] = {}
+        for entry in entries:
+            net = entry.network
+            self._by_len.setdefault((net.version, net.prefixlen), {})[int(net.network_address)] = entry.identity
+        self._lengths = sorted(self._by_len, key=lambda k: -k[1])
+
+    def lookup(self, address: IPAddress) -> int:
+        width = 32 if address.version == 4 else 128
+        value = int(address)
+        for version, bits in self._lengths:
+            if version != address.version:
+                continue
+            masked = (value >> (width - bits)) << (width - bits) if bits else 0
+            found = self._by_len[(version, bits)].get(masked)
+            if found is not None:
+                return found
+        return WORLD_FALLBACK[address.version]
+
+
+@dataclass(frozen=True)
+class EbpfEndpoint:
+    id: int
+    key: str
+    ips: tuple[IPAddress, ...]
+    identity: int
+    policy_map: str
+    ingress_enforced: bool
+    egress_enforced: bool
+
+
+# --- results ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DirectionLookup:
+    """One endpoint's policy check in one direction: what was looked up and what was chosen."""
+
+    direction: Direction
+    endpoint: str
+    endpoint_id: int
+    enforced: bool
+    remote_identity: int
+    allowed: bool
+    reason: DropReason | None
+    match: str
+    proxy_port: int
+    chosen: PolicyKey | None
+    policy_lookups: int
+
+    def describe(self) -> str:
+        reason = f"drop {int(self.reason)} ({self.reason.text})" if self.reason is not None else "drop"
+        verdict = "allow" if self.allowed else reason
+        redirect = f", proxy port {self.proxy_port}" if self.proxy_port else ""
+        chosen = f" entry {self.chosen}" if self.chosen else ""
+        return (f"{self.direction.value} {self.endpoint} (ep {self.endpoint_id}) remote id {self.remote_identity}: "
+                f"{verdict}, match {self.match}{redirect}{chosen}")
+
+
+@dataclass(frozen=True)
+class EbpfResult:
+    flow: Flow
+    verdict: Verdict
+    drop_reason: DropReason | None
+    src_identity: int
+    dst_identity: int
+    egress: DirectionLookup | None
+    ingress: DirectionLookup | None
+    ipcache_lookups: int
+    policy_lookups: int
+    trace: tuple[str, ...] = field(default=())
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict is not Verdict.DROPPED
+
+
+# --- the artifacts and the simulator ----------------------------------------------------------
+
+class EbpfArtifacts:
+    """``OUT/ebpf/`` decoded: endpoints, ipcache, and every endpoint's policy map."""
+
+    def __init__(self, files: Mapping[str, str]) -> None:
+        self.endpoints = [self._endpoint(e) for e in self._json(files, "endpoints.json")]
+        self.ipcache = Ipcache([self._ipcache_entry(i, e) for i, e in enumerate(self._json(files, "ipcache.json"))])
+        self.maps: dict[str, PolicyMap] = {}
+        for ep in self.endpoints:
+            name = f"{ep.policy_map}.json"
+            entries = [self._policy_entry(name, i, e) for i, e in enumerate(self._json(files, name))]
+            self.maps[ep.policy_map] = PolicyMap(ep.policy_map, entries)
+        self.by_address = {ip: ep for ep in self.endpoints for ip in ep.ips}
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> EbpfArtifacts:
+        """Read a compile output directory (``OUT`` or ``OUT/ebpf``)."""
+        root = Path(path)
+        if (root / "ebpf").is_dir():
+            root = root / "ebpf"
+        return cls({p.name: p.read_text() for p in root.iterdir() if p.suffix == ".json"})
+
+    @staticmethod
+    def _json(files: Mapping[str, str], name: str) -> list[Any]:
+        if name not in files:
+            raise ArtifactError(f"{name}: missing")
+        try:
+            doc = json.loads(files[name])
+        except ValueError as err:
+            raise ArtifactError(f"{name}: not JSON ({err})") from None
+        if not isinstance(doc, list):
+            raise ArtifactError(f"{name}: expected a JSON list")
+        return doc
+
+    @staticmethod
+    def _endpoint(doc: Any) -> EbpfEndpoint:
+        try:
+            return EbpfEndpoint(int(doc["id"]), f"{doc['namespace']}/{doc['name']}",
+                                tuple(ipaddress.ip_address(ip) for ip in doc["ips"]), int(doc["identity"]),
+                                str(doc["policy_map"]), bool(doc["ingress_enforced"]), bool(doc["egress_enforced"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"endpoints.json: bad endpoint {doc!r}: {err}") from None
+
+    @staticmethod
+    def _ipcache_entry(index: int, doc: Any) -> IpcacheEntry:
+        try:
+            return IpcacheEntry.decode(parse_hex_bytes(doc["key"], "key"), parse_hex_bytes(doc["value"], "value"))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"ipcache.json: entry {index}: {err}") from None
+
+    @staticmethod
+    def _policy_entry(name: str, index: int, doc: Any) -> tuple[PolicyKey, PolicyEntry]:
+        try:
+            return (PolicyKey.decode(parse_hex_bytes(doc["key"], "key")),
+                    PolicyEntry.decode(parse_hex_bytes(doc["value"], "value")))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"{name}: entry {index}: {err}") from None
+
+
+class EbpfSimulator:
+    """Flow → :class:`EbpfResult` over decoded artifacts."""
+
+    def __init__(self, artifacts: EbpfArtifacts) -> None:
+        self.artifacts = artifacts
+
+    def evaluate(self, flow: Flow) -> EbpfResult:
+        art = self.artifacts
+        src_ep, dst_ep = art.by_address.get(flow.src), art.by_address.get(flow.dst)
+        ipcache_lookups = 0
+        src_id = dst_id = -1
+        egress = ingress = None
+        if src_ep is not None:
+            dst_id = art.ipcache.lookup(flow.dst)
+            ipcache_lookups += 1
+            egress = self._direction(Direction.EGRESS, src_ep, dst_id, flow)
+        if dst_ep is not None:
+            src_id = art.ipcache.lookup(flow.src)
+            ipcache_lookups += 1
+            ingress = self._direction(Direction.INGRESS, dst_ep, src_id, flow)
+        trace = tuple(side.describe() for side in (egress, ingress) if side is not None)
+        lookups = sum(side.policy_lookups for side in (egress, ingress) if side is not None)
+        verdict, reason = Verdict.FORWARDED, None
+        for side in (egress, ingress):
+            if side is not None and not side.allowed:
+                verdict, reason = Verdict.DROPPED, side.reason
+                break
+        else:
+            if any(side is not None and side.proxy_port for side in (egress, ingress)):
+                verdict = Verdict.REDIRECTED
+        return EbpfResult(flow, verdict, reason, src_id, dst_id, egress, ingress, ipcache_lookups, lookups, trace)
+
+    def _direction(self, direction: Direction, ep: EbpfEndpoint, remote: int, flow: Flow) -> DirectionLookup:
+        policy_map = self.artifacts.maps[ep.policy_map]
+        egress = 1 if direction is Direction.EGRESS else 0
+        enforced = ep.egress_enforced if egress else ep.ingress_enforced
+        proto, port = int(flow.protocol), flow.port
+        l3 = policy_map.lookup(remote, egress, proto, port)
+        lookups = 1
+        chosen = l3
+        if l3 is None or not l3[1].deny:  # a deny on the real identity is final (§1.7 step 2)
+            l4 = policy_map.lookup(0, egress, proto, port)
+            lookups = 2
+            if l4 is not None and (l4[1].deny or l3 is None or l4[1].priority > l3[1].priority
+                                   or (l4[1].priority == l3[1].priority and l4[1].port_prefix > l3[1].port_prefix)):
+                chosen = l4
+        if chosen is None:
+            return DirectionLookup(direction, ep.key, ep.id, enforced, remote, False, DropReason.POLICY_DENIED,
+                                   MATCH_NONE, 0, None, lookups)
+        key, entry = chosen
+        if entry.deny:
+            return DirectionLookup(direction, ep.key, ep.id, enforced, remote, False, DropReason.POLICY_DENY,
+                                   match_type(key), 0, key, lookups)
+        return DirectionLookup(direction, ep.key, ep.id, enforced, remote, True, None, match_type(key),
+                               entry.proxy_port, key, lookups)
+
+
+# --- comparison with the IR evaluator ---------------------------------------------------------
+
+def redirect_port(parser: str | None, direction: Direction) -> int:
+    """The proxy port an IR redirect means (compiler/targets/proxyports.py), 0 for none."""
+    return 0 if parser is None else proxyports.proxy_port(parser, direction)
+
+
+def compare_with_ir(ir: Decision, sim: EbpfResult) -> list[str]:
+    """Differences at L3/L4 and redirect: per direction present/allowed/reason/proxy port, and
+    the flow's L3/L4 outcome. L7 request outcomes are Envoy's, so an IR drop by the proxy counts
+    as allowed at L3/L4 here."""
+    out: list[str] = []
+    for name, left, right in (("egress", ir.egress, sim.egress), ("ingress", ir.ingress, sim.ingress)):
+        if (left is None) != (right is None):
+            out.append(f"{name}: IR {'checks' if left else 'does not check'} it, eBPF "
+                       f"{'checks' if right else 'does not'}")
+            continue
+        if left is None or right is None:
+            continue
+        if left.allowed != right.allowed or left.reason != right.reason:
+            out.append(f"{name}: IR {'allow' if left.allowed else left.reason}, eBPF "
+                       f"{'allow' if right.allowed else right.reason} ({right.describe()})")
+        want = redirect_port(left.redirect, left.direction) if left.allowed else 0
+        if want != right.proxy_port:
+            out.append(f"{name}: IR redirect {left.redirect} (port {want}), eBPF proxy port {right.proxy_port}")
+    ir_l34 = ir.allowed or ir.l7_denied
+    if ir_l34 != sim.allowed:
+        out.append(f"flow: IR {'allowed' if ir_l34 else 'dropped'} at L3/L4, eBPF {sim.verdict.value}")
+    elif not ir_l34 and ir.drop_reason != sim.drop_reason:
+        out.append(f"flow: IR drop reason {ir.drop_reason}, eBPF {sim.drop_reason}")
+    return out
