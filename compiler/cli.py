@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from compiler import __version__
 from compiler.cluster import DEFAULT_CLUSTER_NAME, DEFAULT_NODE_IP, DEFAULT_POD_CIDR, Cluster
@@ -33,6 +34,12 @@ from compiler.targets.base import TargetError
 if TYPE_CHECKING:
     from compiler.inputs import Inputs
     from compiler.labels import LabelFilter
+    from verifier.simulate.targets import TargetSimulator
+
+
+class _HasAllowed(Protocol):
+    @property
+    def allowed(self) -> bool: ...
 
 
 class UsageError(NetpolcError):
@@ -130,18 +137,50 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         from compiler.ir.evaluate import matrix
 
         allowed = matrix(build_ir(inputs, profile, _label_filter(args)), ports)
-    else:
+    elif args.target == "source":
         from verifier.simulate.source import ReferenceEvaluator
 
         reference = ReferenceEvaluator(inputs, profile, _label_filter(args))
         allowed = _pairwise_matrix(inputs.cluster, ports, reference.evaluate)
+    else:
+        simulator = _target_simulators(args, inputs, [args.target])[args.target]
+        allowed = _pairwise_matrix(inputs.cluster, ports, simulator.answer)
     _progress(f"matrix of {len(endpoints)} endpoints x {len(ports)} ports in {time.monotonic() - start:.1f}s")
     sys.stdout.write(RENDERERS[args.output](profile.value, [str(p) for p in ports], endpoints, allowed))
     return 0
 
 
+def _target_simulators(args: argparse.Namespace, inputs: Inputs, names: Sequence[str]) -> dict[str, TargetSimulator]:
+    """Simulators over the targets' artifact files: compiled now, or read from ``--artifacts DIR``."""
+    from pathlib import Path
+
+    from verifier.simulate.targets import simulators
+
+    files: dict[str, dict[str, str]] = {}
+    if getattr(args, "artifacts", None):
+        root = Path(args.artifacts)
+        for name in names:
+            directory = root / name
+            if not directory.is_dir():
+                raise UsageError(f"--artifacts {root}: no {name}/ directory (run `netpolc compile -o {root}` first)")
+            files[name] = {
+                str(p.relative_to(directory)): p.read_text() for p in sorted(directory.rglob("*")) if p.is_file()
+            }
+    else:
+        from compiler.ir.build import build_ir
+        from compiler.targets import TargetOptions, available_targets, emit_targets
+
+        offered = available_targets()
+        missing = [n for n in names if n not in offered]
+        if missing:
+            raise UsageError(f"--target {missing[0]}: not available (available: {', '.join(offered) or 'none'})")
+        ir = build_ir(inputs, Profile(args.profile), _label_filter(args))
+        files, _ = emit_targets(ir, names, TargetOptions(), progress=_progress)
+    return simulators(files, inputs.cluster)
+
+
 def _pairwise_matrix(
-    cluster: Cluster, ports: Sequence[PortSpec], evaluate: Callable[[Flow], Decision]
+    cluster: Cluster, ports: Sequence[PortSpec], evaluate: Callable[[Flow], _HasAllowed]
 ) -> dict[str, dict[str, list[str]]]:
     out: dict[str, dict[str, list[str]]] = {}
     for port in ports:
@@ -242,8 +281,49 @@ def cmd_query(args: argparse.Namespace) -> int:
     names = {str(a): ep.key for ep in cluster.endpoints for a in ep.addresses}
     names[cluster.node_ip] = "host"
     text = (render.render_json if args.output == "json" else render.render_text)(decision, names, agrees)
+    targets = _query_targets(args, inputs, flow, decision)
+    if targets is not None:
+        if args.output == "json":
+            doc = json.loads(text)
+            doc["targets"] = targets[1]
+            text = json.dumps(doc, indent=2) + "\n"
+        else:
+            text += targets[0]
     sys.stdout.write(text)
-    return 0 if agrees else 1
+    return 0 if agrees and (targets is None or all(t["agrees"] for t in targets[1])) else 1
+
+
+def _query_targets(
+    args: argparse.Namespace, inputs: Inputs, flow: Flow, decision: Decision
+) -> tuple[str, list[dict[str, object]]] | None:
+    """Each requested target's answer for the flow, with its trace and cost, against the semantics."""
+    if not args.targets:
+        return None
+    from verifier.simulate.targets import READERS, expected
+
+    names = sorted(READERS) if "all" in args.targets else sorted(set(args.targets))
+    sims = _target_simulators(args, inputs, names)
+    want = expected(decision)
+    lines: list[str] = []
+    rows: list[dict[str, object]] = []
+    for name in names:
+        answer = sims[name].answer(flow)
+        same = answer.verdict == want
+        cost = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in answer.cost.items())
+        lines.append(f"target {name}: {answer}  [{cost}]" + ("" if same else f"  DISAGREES (semantics: {want[0]})"))
+        lines += [f"    {step}" for step in answer.trace]
+        rows.append(
+            {
+                "target": name,
+                "kind": answer.kind,
+                "proxy_port": answer.proxy_port,
+                "detail": answer.detail,
+                "cost": dict(answer.cost),
+                "trace": list(answer.trace),
+                "agrees": same,
+            }
+        )
+    return "\n".join(lines) + "\n", rows
 
 
 def _same_decision(a: Decision, b: Decision) -> bool:
@@ -378,9 +458,86 @@ def _relabel(err: InputError, local: str, spec: str) -> InputError:
 
     if err.source is None or local == spec or not err.source.file.startswith(local):
         return err
-    name = spec.rstrip("/") + err.source.file[len(local):]
+    name = spec.rstrip("/") + err.source.file[len(local) :]
     source = SourceRef(name, err.source.line, err.source.column)
     return InputError(err.message, source=source, field=err.field, subject=err.subject)
+
+
+# --- testbed ------------------------------------------------------------------------------------
+
+
+def cmd_testbed(args: argparse.Namespace) -> int:
+    """Load a target's artifacts into the kernel testbed, probe real packets, compare with simulate."""
+    import tempfile
+    from pathlib import Path
+
+    from compiler.ir.build import build_ir
+    from compiler.render.matrix import RENDERERS
+    from compiler.targets import TargetOptions, compile_targets
+    from verifier.kernel import Testbed, kernel_matrix, kernel_unavailable_reason, unsupported_reason
+    from verifier.simulate.targets import simulators
+
+    tools = {"iptables": ["iptables-restore", "ipset"], "ebpf": ["clang", "bpftool", "tc"]}[args.target]
+    reason = kernel_unavailable_reason(tools)
+    if reason is None and args.target == "ebpf":
+        from verifier.kernel.bpf import ebpf_unavailable_reason
+
+        reason = ebpf_unavailable_reason()
+    if reason is not None:
+        raise UsageError(f"testbed: {reason}")
+    ports = _ports(args.ports)
+    skipped = [(p, r) for p in ports if (r := unsupported_reason(p)) is not None]
+    for port, why in skipped:
+        print(f"netpolc: {port}: not probed ({why})", file=sys.stderr)
+    probed = [p for p in ports if unsupported_reason(p) is None]
+    if not probed:
+        raise UsageError("testbed: none of the ports can be probed on this kernel")
+    inputs = _load(args)
+    profile = Profile(args.profile)
+    ir = build_ir(inputs, profile, _label_filter(args))
+    cluster = inputs.cluster
+    with tempfile.TemporaryDirectory(prefix="netpolc-testbed-") as tmp:
+        out = Path(tmp)
+        compile_targets(inputs, ir, [args.target], out, TargetOptions(), progress=_progress)
+        directory = out / args.target
+        files = {str(p.relative_to(directory)): p.read_text() for p in sorted(directory.rglob("*")) if p.is_file()}
+        simulator = simulators({args.target: files}, cluster)[args.target]
+        start = time.monotonic()
+        with Testbed(cluster, ports=probed) as testbed:
+            _progress(f"testbed {testbed.run_id} built in {testbed.build_seconds:.1f}s; loading {args.target}")
+            if args.target == "iptables":
+                from verifier.kernel.load_iptables import load_iptables
+
+                load_iptables(testbed, out)
+                kernel = kernel_matrix(testbed, probed)
+            else:
+                from verifier.kernel.load_ebpf import load_ebpf
+
+                with load_ebpf(testbed, out):
+                    kernel = kernel_matrix(testbed, probed)
+        _progress(f"probed {len(cluster.endpoints) ** 2 * len(probed)} flows in {time.monotonic() - start:.1f}s")
+    simulated = _pairwise_matrix(cluster, probed, simulator.answer)
+    endpoints = [ep.key for ep in cluster.endpoints]
+    sys.stdout.write(RENDERERS[args.output](profile.value, [str(p) for p in probed], endpoints, kernel))
+    differences = []
+    for port_key in [str(p) for p in probed]:
+        for src in endpoints:
+            for dst in endpoints:
+                if src == dst:
+                    continue  # self-traffic stays on the pod's loopback (SEMANTICS §1)
+                got, want = dst in kernel[port_key][src], dst in simulated[port_key][src]
+                if got != want:
+                    differences.append(
+                        f"{src} -> {dst} {port_key}: kernel {'allowed' if got else 'dropped'}, "
+                        f"simulate {'allowed' if want else 'dropped'}"
+                    )
+    if args.output == "text":
+        if differences:
+            print(f"\n{len(differences)} difference(s) between the kernel and simulate ({args.target}):")
+            print("\n".join(f"  {d}" for d in differences))
+        else:
+            print(f"\nkernel == simulate ({args.target}) on every probed pair (self-pairs excluded: loopback)")
+    return 1 if differences else 0
 
 
 # --- entry point --------------------------------------------------------------------------------
@@ -407,9 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["text", "json", "csv", "markdown"], default="text")
     p.add_argument(
         "--target",
-        choices=["ir", "source"],
+        choices=["ir", "source", "iptables", "ebpf"],
         default="ir",
-        help="evaluate on the IR (default) or with the reference semantics over the parsed policies",
+        help="evaluate on the IR (default), with the reference semantics over the parsed policies, or by "
+        "simulating a compiled target's artifacts",
+    )
+    p.add_argument(
+        "--artifacts", metavar="OUT", help="with --target iptables|ebpf: read OUT/<target>/ instead of compiling"
     )
     p.set_defaults(func=cmd_matrix)
 
@@ -433,17 +594,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dns", metavar="NAME", help="a DNS query name to judge at L7")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--target",
+        dest="targets",
+        action="append",
+        choices=["iptables", "ebpf", "all"],
+        help="also simulate the flow on a compiled target (trace and lookup cost); repeatable",
+    )
+    p.add_argument("--artifacts", metavar="OUT", help="with --target: read OUT/<target>/ instead of compiling")
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("compile", help="emit datapath artifacts (iptables, eBPF maps, Envoy L7 config)")
     _add_input_options(p)
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory (OUT/<target>/...)")
-    p.add_argument("--target", default="all", metavar="TARGET",
-                   help="iptables, ebpf, envoy or all (default: every available target)")
-    p.add_argument("--policy-map-max", type=int, default=16384,
-                   help="eBPF policy map capacity per endpoint (Cilium bpf-policy-map-max, default 16384)")
-    p.add_argument("--allow-overflow", action="store_true",
-                   help="write eBPF maps even when an endpoint exceeds --policy-map-max (reported, exit 0)")
+    p.add_argument(
+        "--target",
+        default="all",
+        metavar="TARGET",
+        help="iptables, ebpf, envoy or all (default: every available target)",
+    )
+    p.add_argument(
+        "--policy-map-max",
+        type=int,
+        default=16384,
+        help="eBPF policy map capacity per endpoint (Cilium bpf-policy-map-max, default 16384)",
+    )
+    p.add_argument(
+        "--allow-overflow",
+        action="store_true",
+        help="write eBPF maps even when an endpoint exceeds --policy-map-max (reported, exit 0)",
+    )
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("identities", help="security identities with their labels and endpoint counts")
@@ -480,6 +660,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-new", choices=[x.value for x in Profile], help="profile for NEW (default --profile)")
     p.add_argument("-o", "--output", choices=["text", "markdown", "json"], default="text")
     p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("testbed", help="load a target into a kernel testbed, probe real packets (root)")
+    _add_input_options(p)
+    p.add_argument("--target", required=True, choices=["iptables", "ebpf"])
+    p.add_argument("--port", dest="ports", action="append", required=True, metavar="PORT/PROTO")
+    p.add_argument("-o", "--output", choices=["text", "json", "csv", "markdown"], default="text")
+    p.set_defaults(func=cmd_testbed)
     return parser
 
 

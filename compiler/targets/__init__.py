@@ -45,18 +45,15 @@ def available_targets() -> list[str]:
     return list(TARGETS)
 
 
-def compile_targets(
-    inputs: Inputs,
+def emit_targets(
     ir: IR,
     names: Sequence[str],
-    out: Path,
     options: TargetOptions | None = None,
     progress: Callable[[str], None] = lambda _: None,
-) -> dict[str, dict[str, str]]:
-    """Emit the named targets into ``out`` atomically: everything is written, or nothing.
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, int]]]:
+    """The named targets' files in memory (target → relative path → text) and their counts.
 
-    Files go to a staging directory beside ``out`` and are moved into place only when every
-    target succeeded, so a failure never leaves a partial artifact behind.
+    Raises :class:`TargetError` with every construct any of them cannot express.
     """
     _load_targets()
     problems: list[Unsupported] = []
@@ -71,6 +68,23 @@ def compile_targets(
         counts[name] = target.counts()
     if problems:
         raise TargetError(problems)
+    return artifacts, counts
+
+
+def compile_targets(
+    inputs: Inputs,
+    ir: IR,
+    names: Sequence[str],
+    out: Path,
+    options: TargetOptions | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, dict[str, str]]:
+    """Emit the named targets into ``out`` atomically: everything is written, or nothing.
+
+    Files go to a staging directory beside ``out`` and are moved into place only when every
+    target succeeded, so a failure never leaves a partial artifact behind.
+    """
+    artifacts, counts = emit_targets(ir, names, options, progress)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".netpolc-", dir=out))
     try:
@@ -115,5 +129,14 @@ def _manifest(inputs: Inputs, ir: IR, artifacts: dict[str, dict[str, str]], coun
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-__all__ = ["TARGETS", "Target", "TargetError", "TargetOptions", "Unsupported", "available_targets", "compile_targets",
-           "register"]
+__all__ = [
+    "TARGETS",
+    "Target",
+    "TargetError",
+    "TargetOptions",
+    "Unsupported",
+    "available_targets",
+    "compile_targets",
+    "emit_targets",
+    "register",
+]
