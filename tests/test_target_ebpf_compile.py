@@ -47,7 +47,10 @@ def test_writes_endpoints_ipcache_one_map_per_endpoint_policy_table_and_summary(
     assert summary["policy_map_max"] == 16384
     assert [s["entries"] for s in summary["endpoints"]] == [
         len(json.loads(files[s["policy_map"] + ".json"])) for s in summary["endpoints"]]
-    assert files["policy.txt"].count("POLICY  DIRECTION  LABELS (source:key[=value])") == len(endpoints)
+    text = files["policy.txt"]
+    tables = text.count("POLICY  DIRECTION  LABELS (source:key[=value])")
+    assert tables + text.count("same entries as endpoint ") == len(endpoints) == text.count("\nEndpoint ") + 1
+    assert tables == len({(ep["identity"], files[ep["policy_map"] + ".json"]) for ep in endpoints})
 
 
 @pytest.mark.parametrize("profile", list(Profile))

@@ -195,9 +195,12 @@ class IpcacheEntry:
 
 # --- bpftool JSON -----------------------------------------------------------------------------
 
+_HEX = [f"0x{b:02x}" for b in range(256)]
+
+
 def hex_bytes(data: bytes) -> list[str]:
     """``bpftool -j`` byte arrays: ``["0x28", "0x00", ...]``."""
-    return [f"0x{b:02x}" for b in data]
+    return [_HEX[b] for b in data]
 
 
 def parse_hex_bytes(items: Any, what: str) -> bytes:

@@ -20,7 +20,7 @@ protocol/port prefix containing this one (§4.4). The datapath resolves the rest
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from compiler.flow import RuleRef
@@ -72,29 +72,28 @@ class MapState:
                     self.values[key] = value
                 self.origins.setdefault(key, set()).add(origin)
 
-    def _broader(self, key: PolicyKey) -> Iterator[tuple[PolicyKey, Value]]:
-        """Broader-or-equal keys present (same identity or identity 0), the key itself included."""
-        l4 = (key.protocol, key.port, key.port_prefix)
-        for identity in {key.identity, 0}:
-            for cover in covering(l4):
-                other = _key(identity, key.egress, cover)
-                value = self.values.get(other)
-                if value is not None:
-                    yield other, value
-
     def final(self) -> dict[PolicyKey, PolicyEntry]:
         """The entries Cilium writes, keyed and sorted (deterministic)."""
+        # (identity, egress) → L4 key → value: the covering lookups below hash small tuples only
+        index: dict[tuple[int, int], dict[L4Key, Value]] = {}
+        for key, value in self.values.items():
+            index.setdefault((key.identity, key.egress), {})[(key.protocol, key.port, key.port_prefix)] = value
         out: dict[PolicyKey, PolicyEntry] = {}
         for key in sorted(self.values):
             value = self.values[key]
-            broader = [(k, v) for k, v in self._broader(key) if k != key]
-            if any(v.deny for _, v in broader):
+            l4 = (key.protocol, key.port, key.port_prefix)
+            own = index[(key.identity, key.egress)]
+            broader = [v for cover in covering(l4) if cover != l4 and (v := own.get(cover)) is not None]
+            if key.identity != 0:  # lookup 2's identity-0 entries cover it too, the equal key included
+                zero = index.get((0, key.egress), {})
+                broader += [v for cover in covering(l4) if (v := zero.get(cover)) is not None]
+            if any(v.deny for v in broader):
                 continue  # a covering deny (a different one, for a deny) wins
             if not value.deny:
-                if any(v.priority > value.priority for _, v in broader):
+                if any(v.priority > value.priority for v in broader):
                     continue  # a covering redirect with higher priority applies across it
                 if key.identity != 0 and key.port_prefix > 8:
-                    wildcard = self.values.get(_key(0, key.egress, (key.protocol, key.port, key.port_prefix)))
+                    wildcard = index.get((0, key.egress), {}).get(l4)
                     if wildcard == value:
                         continue  # the L4-only entry already says the same (§4.3)
             if value.deny:

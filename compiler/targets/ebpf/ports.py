@@ -8,6 +8,8 @@ wildcarded too.
 
 from __future__ import annotations
 
+import functools
+
 MAX_PORT = 0xFFFF
 
 #: A policy key's L4 part: protocol (0 = any), port (host order), proto+port prefix length L (0..24).
@@ -57,8 +59,13 @@ def key_range(key: L4Key) -> tuple[int, int]:
     return port, port + (MAX_PORT >> (prefix - 8))
 
 
-def covering(key: L4Key) -> list[L4Key]:
+@functools.lru_cache(maxsize=65536)
+def covering(key: L4Key) -> tuple[L4Key, ...]:
     """Every broader-or-equal L4 key of ``key`` (itself included), broadest first."""
+    return tuple(_covering(key))
+
+
+def _covering(key: L4Key) -> list[L4Key]:
     protocol, port, prefix = key
     out = [L4_ANY]
     for length in range(8, prefix + 1):

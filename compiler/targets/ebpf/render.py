@@ -44,6 +44,6 @@ def render_policy_table(entries: Mapping[PolicyKey, PolicyEntry], labels_of: Cal
             str(entry.port_prefix),
         ))
         rows.extend(("", "", label, "", "", "", "", "", "") for label in labels[1:])
-    widths = [max(len(HEADER[i]), *(len(r[i]) for r in rows)) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [HEADER, *rows]]
-    return "\n".join(lines) + "\n"
+    widths = [max(map(len, column)) for column in zip(HEADER, *rows, strict=False)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(line.format(*row).rstrip() for row in [HEADER, *rows]) + "\n"

@@ -55,11 +55,17 @@ def _dumps(doc: Any) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-def _dump_lines(items: list[dict[str, Any]]) -> str:
+def _dump_line(item: dict[str, Any]) -> str:
+    return json.dumps(item, sort_keys=True, separators=(",", ":"))
+
+
+def _join_lines(lines: list[str]) -> str:
     """A JSON list with one compact object per line: the bpftool shape, small and diffable."""
-    if not items:
-        return "[]\n"
-    return "[\n" + ",\n".join(json.dumps(i, sort_keys=True, separators=(",", ":")) for i in items) + "\n]\n"
+    return "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n"
+
+
+def _dump_lines(items: list[dict[str, Any]]) -> str:
+    return _join_lines([_dump_line(i) for i in items])
 
 
 class EbpfTarget(Target):
@@ -73,6 +79,8 @@ class EbpfTarget(Target):
         self._reported: set[str] = set()
         self._label_text: dict[int, list[str]] = {}
         self.entries: dict[str, Entries] = {}  # endpoint key → final map, filled by emit()
+        self._entries_by_shape: dict[tuple[Any, ...], Entries] = {}
+        self._lines: dict[tuple[PolicyKey, PolicyEntry], str] = {}
         self.endpoint_ids: dict[str, int] = {}
         self._members = {i.number: i.endpoints for i in self.ir.identities.identities() if i.endpoints}
 
@@ -88,19 +96,23 @@ class EbpfTarget(Target):
         endpoints_doc: list[dict[str, Any]] = []
         summary: list[dict[str, Any]] = []
         tables: list[str] = []
-        rendered: dict[tuple[Any, ...], tuple[str, str]] = {}
+        rendered: dict[tuple[Any, ...], tuple[str, int]] = {}  # shape → (bpftool dump, first EPID)
         for ep in sorted(ir.cluster.endpoints, key=lambda e: (self.endpoint_ids[e.key], e.key)):
             epid = self.endpoint_ids[ep.key]
             identity = ir.endpoint_identity(ep.key)
             ingress, egress = ir.policy(ep.key, Direction.INGRESS), ir.policy(ep.key, Direction.EGRESS)
-            entries, origins = self.endpoint_map(ep)
+            entries = self.endpoint_entries(ep)
             self.entries[ep.key] = entries
             name = map_name(epid)
             shape = self._map_shape(ep)  # endpoints with the same shape have the same map
+            header = f"Endpoint {epid} {ep.key} (identity {identity}, map {name})"
             if shape not in rendered:
-                rendered[shape] = (_dump_lines([policy_dump_entry(k, v) for k, v in entries.items()]),
-                                   render_policy_table(entries, self._labels))
-            dump, table = rendered[shape]
+                rendered[shape] = (_join_lines([self._dump_line(k, v) for k, v in entries.items()]), epid)
+                tables.append(header + "\n" + render_policy_table(entries, self._labels))
+            else:
+                # the table of an identical map is not repeated (a 20k-pod node would need gigabytes)
+                tables.append(f"{header}\nsame entries as endpoint {rendered[shape][1]}\n")
+            dump = rendered[shape][0]
             files[f"{name}.json"] = dump
             endpoints_doc.append({
                 "id": epid, "namespace": ep.namespace, "name": ep.name, "ips": list(ep.ips), "identity": identity,
@@ -110,8 +122,7 @@ class EbpfTarget(Target):
             summary.append({"id": epid, "endpoint": ep.key, "policy_map": name, "entries": len(entries),
                             "overflow": overflow})
             if overflow:
-                self._report_overflow(ep, name, entries, origins)
-            tables.append(f"Endpoint {epid} {ep.key} (identity {identity}, map {name})\n" + table)
+                self._report_overflow(ep, name, entries, self.endpoint_map(ep)[1])
         files["endpoints.json"] = _dumps(endpoints_doc)
         files["ipcache.json"] = _dump_lines([ipcache_dump_entry(e) for e in ipcache])
         files["policy.txt"] = "\n".join(tables)
@@ -178,19 +189,41 @@ class EbpfTarget(Target):
         """What an endpoint's map depends on: its identity, and its ports (ingress named ports)."""
         return (self.ir.endpoint_identity(ep.key), ep.ports)
 
+    def _dump_line(self, key: PolicyKey, entry: PolicyEntry) -> str:
+        """One entry's bpftool line; maps of different endpoints share most lines, so they are cached."""
+        line = self._lines.get((key, entry))
+        if line is None:
+            line = self._lines[(key, entry)] = _dump_line(policy_dump_entry(key, entry))
+        return line
+
     # --- one endpoint's map -----------------------------------------------------------------
+
+    def endpoint_entries(self, ep: Endpoint) -> Entries:
+        """The final entries of one endpoint's map (computed once per identity and ports: its shape)."""
+        shape = self._map_shape(ep)
+        found = self._entries_by_shape.get(shape)
+        if found is None:
+            entries: Entries = {}
+            for direction in Direction:
+                entries.update(self._direction_final(ep, direction)[0])
+            found = self._entries_by_shape[shape] = dict(sorted(entries.items()))
+        return found
+
+    def _direction_final(self, ep: Endpoint, direction: Direction) -> tuple[Entries, MapState]:
+        policy = self.ir.policy(ep.key, direction)
+        cache_key = (policy.identity, direction, ep.ports if direction is Direction.INGRESS else None)
+        hit = self._cache.get(cache_key)
+        if hit is None:
+            state = self._direction_state(policy, ep)
+            hit = self._cache[cache_key] = (state.final(), state)
+        return hit
 
     def endpoint_map(self, ep: Endpoint) -> tuple[Entries, MapState]:
         """The final entries of one endpoint's map, and its candidates (for provenance)."""
         entries: Entries = {}
         combined = MapState()
         for direction in Direction:
-            policy = self.ir.policy(ep.key, direction)
-            cache_key = (policy.identity, direction, ep.ports if direction is Direction.INGRESS else None)
-            hit = self._cache.get(cache_key)
-            if hit is None:
-                state = self._direction_state(policy, ep)
-                hit = self._cache[cache_key] = (state.final(), state)
+            hit = self._direction_final(ep, direction)
             entries.update(hit[0])
             combined.values.update(hit[1].values)
             combined.origins.update(hit[1].origins)
