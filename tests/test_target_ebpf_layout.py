@@ -89,5 +89,5 @@ def test_port_proto_strings_and_covering_keys() -> None:
     assert port_proto_string((6, 80, 21)) == "80-87/TCP"
     assert port_proto_string((58, 128, 24)) == "128/ICMPv6"
     assert key_range((6, 88, 23)) == (88, 89)
-    assert covering((6, 90, 24)) == [(0, 0, 0), (6, 0, 8)] + [
+    assert list(covering((6, 90, 24))) == [(0, 0, 0), (6, 0, 8)] + [
         (6, 90 & ((0xFFFF << (16 - b)) & 0xFFFF), 8 + b) for b in range(1, 17)]
