@@ -16,7 +16,7 @@ it (``--allow-overflow`` widens the range to the 65535 slots of the policy tail-
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 ENDPOINT_ID_MAX = 4095  # Cilium's per-node endpoint-ID space is 1..4095
 TAIL_CALL_SLOTS = 65535  # cilium_call_policy ProgramArray size (reference/cilium.md §1.1)
@@ -48,3 +48,17 @@ def allocate_endpoint_ids(keys: Sequence[str], id_max: int = ENDPOINT_ID_MAX) ->
         taken.add(slot)
         out[name] = slot + 1
     return out
+
+
+def node_endpoint_ids(keys: Sequence[str], allow_overflow: bool, report: Callable[[str], None]) -> dict[str, int]:
+    """The IDs every target that names ``cilium_policy_v2_<EPID>`` uses (eBPF maps, Envoy NPDS).
+
+    More endpoints than one node's range is reported through ``report`` unless ``allow_overflow``;
+    either way they are numbered in the tail-call range so the output stays complete.
+    """
+    if len(keys) <= ENDPOINT_ID_MAX:
+        return allocate_endpoint_ids(keys)
+    if not allow_overflow:
+        report(f"{len(keys)} endpoints on one node exceed Cilium's endpoint-ID range "
+               f"1..{ENDPOINT_ID_MAX} (use --allow-overflow to number them up to {TAIL_CALL_SLOTS})")
+    return allocate_endpoint_ids(keys, TAIL_CALL_SLOTS)

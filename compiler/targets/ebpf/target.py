@@ -27,7 +27,7 @@ from compiler.identity import ID_HOST
 from compiler.ir.model import Action, EndpointPolicy, IPNetwork, PortMatch, Rule
 from compiler.targets import proxyports
 from compiler.targets.base import Target
-from compiler.targets.ebpf.endpoint_ids import ENDPOINT_ID_MAX, TAIL_CALL_SLOTS, allocate_endpoint_ids
+from compiler.targets.ebpf.endpoint_ids import node_endpoint_ids
 from compiler.targets.ebpf.layout import (
     EGRESS,
     INGRESS,
@@ -146,12 +146,7 @@ class EbpfTarget(Target):
 
     def _endpoint_ids(self) -> dict[str, int]:
         keys = [ep.key for ep in self.ir.cluster.endpoints]
-        if len(keys) > ENDPOINT_ID_MAX:
-            if not self.options.allow_overflow:
-                self.unsupported(f"{len(keys)} endpoints on one node exceed Cilium's endpoint-ID range "
-                                 f"1..{ENDPOINT_ID_MAX} (use --allow-overflow to number them up to {TAIL_CALL_SLOTS})")
-            return allocate_endpoint_ids(keys, TAIL_CALL_SLOTS)
-        return allocate_endpoint_ids(keys)
+        return node_endpoint_ids(keys, self.options.allow_overflow, self.unsupported)
 
     def ipcache_entries(self) -> list[IpcacheEntry]:
         """Endpoint and node addresses, policy CIDRs, and the world fallbacks (reference/cilium.md §2).

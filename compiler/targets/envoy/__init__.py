@@ -20,7 +20,7 @@ from typing import Any
 from compiler.flow import Direction, RuleRef
 from compiler.targets import proxyports, register
 from compiler.targets.base import Target
-from compiler.targets.ebpf.endpoint_ids import ENDPOINT_ID_MAX, TAIL_CALL_SLOTS, allocate_endpoint_ids
+from compiler.targets.ebpf.endpoint_ids import node_endpoint_ids
 from compiler.targets.envoy import listeners
 from compiler.targets.envoy.npds import PolicyBuilder, endpoint_ips
 from compiler.targets.envoy.remotes import RemoteIdentities
@@ -94,12 +94,7 @@ class EnvoyTarget(Target):
     def endpoint_ids(self) -> dict[str, int]:
         """The eBPF target's endpoint IDs (same keys, same allocation, same overflow rule)."""
         keys = [ep.key for ep in self.ir.cluster.endpoints]
-        if len(keys) > ENDPOINT_ID_MAX:
-            if not self.options.allow_overflow:
-                self.unsupported(f"{len(keys)} endpoints on one node exceed Cilium's endpoint-ID range "
-                                 f"1..{ENDPOINT_ID_MAX} (use --allow-overflow to number them up to {TAIL_CALL_SLOTS})")
-            return allocate_endpoint_ids(keys, TAIL_CALL_SLOTS)
-        return allocate_endpoint_ids(keys)
+        return node_endpoint_ids(keys, self.options.allow_overflow, self.unsupported)
 
     def counts(self) -> dict[str, int]:
         return dict(getattr(self, "_counts", {}))
