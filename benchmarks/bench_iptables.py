@@ -35,6 +35,8 @@ from compiler.ir.build import build_ir
 from compiler.ir.model import IR
 from compiler.targets.base import TargetOptions
 from compiler.targets.iptables import IptablesTarget, marks
+from compiler.targets.iptables.chains import FILTER_TOP, MANGLE_OUTPUT, MANGLE_TOP
+from compiler.targets.iptables.dispatch import is_tree_chain
 from verifier.artifacts import read_ipsets, read_iptables
 from verifier.simulate.iptables import Outcome
 from verifier.simulate.iptables_flow import FlowSimulator
@@ -85,7 +87,7 @@ def _allowed_pair(
 
 def _is_dispatch(chain: str) -> bool:
     """Chains of the address trie (compiler/targets/iptables/dispatch.py) and the top-level chains."""
-    return chain.startswith(("NPC-DI", "NPC-DE", "NPC-LI", "NPC-LE")) or chain in ("NPC-POLICY", "NPC-PREROUTING")
+    return is_tree_chain(chain) or chain in (FILTER_TOP, MANGLE_TOP, MANGLE_OUTPUT)
 
 
 def _p99(values: list[int]) -> float:

@@ -136,7 +136,7 @@ def _proxy(testbed: Testbed) -> IptablesLoad:
         load = _LOADS[key]
         load.clear_log()
         return load
-    mark = f"{marks.hexmark(marks.PROXY)}/{marks.hexmark(marks.PROXY)}"
+    mark = marks.bits_mask(marks.PROXY)
     for family in ("-4", "-6"):
         whole = "0.0.0.0/0" if family == "-4" else "::/0"
         rules = testbed.node_exec(["ip", family, "rule", "show", "pref", str(marks.PROXY_RULE_PRIORITY)]).stdout

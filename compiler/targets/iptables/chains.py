@@ -290,7 +290,7 @@ class FamilyBuilder:
                     body.append([*m.args, *marks.set_bits(marks.PROXY)])
                 else:
                     body.append([*m.args, "-j", "TPROXY", "--on-port", str(port), "--on-ip", TPROXY_IP[self.version],
-                                 "--tproxy-mark", f"{marks.hexmark(marks.PROXY)}/{marks.hexmark(marks.PROXY)}"])
+                                 "--tproxy-mark", marks.bits_mask(marks.PROXY)])
         if not body:
             return None
         letter = "O" if host else "I" if policy.direction is Direction.INGRESS else "E"
@@ -335,20 +335,20 @@ class FamilyBuilder:
         out = self.mangle.chain(MANGLE_OUTPUT)
         self.mangle.hook("OUTPUT", ["-j", MANGLE_OUTPUT])
         out.append([*marks.is_value(marks.FROM_PROXY), *comment("upstream connection of a proxy"), "-j", "RETURN"])
-        out.append(["-m", "connmark", "--mark", f"{marks.hexmark(marks.PROXY)}/{marks.hexmark(marks.PROXY)}",
+        out.append(["-m", "connmark", "--mark", marks.bits_mask(marks.PROXY),
                     *comment("later packets of a host connection sent to a proxy"), *marks.set_bits(marks.PROXY)])
         out.append([*marks.has_bits(marks.PROXY), "-j", "RETURN"])
         out.append(["-m", "conntrack", "!", "--ctstate", "NEW", "-j", "RETURN"])
         out += self.dispatch(self.mangle, "O", Direction.INGRESS, items)
         out.append([*marks.has_bits(marks.PROXY), "-j", "CONNMARK", "--set-xmark",
-                    f"{marks.hexmark(marks.PROXY)}/{marks.hexmark(marks.PROXY)}"])
+                    marks.bits_mask(marks.PROXY)])
 
     # --- dispatch ---------------------------------------------------------------------------
 
     def dispatch_items(self, identity: int, members: str, chain: str) -> list[Item]:
         """The addresses of this family that ``chain`` is reached for (its identity's endpoints)."""
         addresses = self.book.identity_addresses.get(identity, ())
-        return [Item(int(a), members, chain) for a in addresses if a.version == self.version]
+        return [Item(int(a), identity, members, chain) for a in addresses if a.version == self.version]
 
     def dispatch(self, table: Table, kind: str, direction: Direction, items: list[Item]) -> list[list[str]]:
         """Rules reaching each item's chain from the top-level chain (:mod:`.dispatch`)."""

@@ -21,6 +21,7 @@ per level, ``log2(endpoints / LEAF_CHAINS)`` levels, then at most :data:`LEAF_CH
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,14 @@ from compiler.targets.iptables.render import Table, comment
 
 #: A node with this many distinct target chains or fewer tests them one by one.
 LEAF_CHAINS = 4
+DIGEST_CHARS = 12
+#: ``NPC-<label><family>-<digest>``: the names :meth:`DispatchTree._name` gives (labels DI, DE, LI, LE, O).
+_TREE_CHAIN = re.compile(rf"NPC-[A-Z]{{1,2}}[46]-[A-Z2-7]{{{DIGEST_CHARS}}}")
+
+
+def is_tree_chain(name: str) -> bool:
+    """Whether ``name`` is one of the trie's own chains (cost accounting tells dispatch from policy)."""
+    return _TREE_CHAIN.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class Item:
     """One dispatched address: where it goes and the identity set that recognises it."""
 
     address: int
+    identity: int
     identity_set: str
     chain: str
 
@@ -66,8 +76,8 @@ class DispatchTree:
 
     def _leaf(self, items: Sequence[Item]) -> list[list[str]]:
         """One set match per target chain, in the order of the identity numbers (as the flat form)."""
-        chains = sorted({(i.identity_set, i.chain) for i in items}, key=lambda sc: _number(sc[1]))
-        return [["-m", "set", "--match-set", s, self.side, "-j", c] for s, c in chains]
+        chains = sorted({(i.identity, i.identity_set, i.chain) for i in items})
+        return [["-m", "set", "--match-set", s, self.side, "-j", c] for _, s, c in chains]
 
     def _node(self, items: Sequence[Item]) -> str:
         """The chain of one inner node (its addresses differ somewhere); returns its name."""
@@ -101,10 +111,5 @@ class DispatchTree:
 
     def _name(self, key: str) -> str:
         full = f"dispatch:{self.table.name}:{self.label}:{self.version}:{self.side}:{key}"
-        return self.namer.fixed(f"NPC-{self.label}{self.version}-{digest(full, 12)}", full)
+        return self.namer.fixed(f"NPC-{self.label}{self.version}-{digest(full, DIGEST_CHARS)}", full)
 
-
-def _number(chain: str) -> int:
-    """The identity number a per-identity chain name ends with (``NPC-I-4711`` → 4711)."""
-    tail = chain.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0

@@ -49,9 +49,14 @@ def hexmark(value: int) -> str:
     return f"{value:#x}"
 
 
+def bits_mask(bits: int) -> str:
+    """``B/B``: the value/mask pair that sets, or tests for, exactly ``bits``."""
+    return f"{hexmark(bits)}/{hexmark(bits)}"
+
+
 def set_bits(bits: int) -> list[str]:
     """``-j MARK --set-xmark B/B``: set ``bits``, leave every other bit alone."""
-    return ["-j", "MARK", "--set-xmark", f"{hexmark(bits)}/{hexmark(bits)}"]
+    return ["-j", "MARK", "--set-xmark", bits_mask(bits)]
 
 
 def clear_bits(bits: int) -> list[str]:
@@ -61,7 +66,7 @@ def clear_bits(bits: int) -> list[str]:
 
 def has_bits(bits: int) -> list[str]:
     """``-m mark --mark B/B``: every one of ``bits`` is set."""
-    return ["-m", "mark", "--mark", f"{hexmark(bits)}/{hexmark(bits)}"]
+    return ["-m", "mark", "--mark", bits_mask(bits)]
 
 
 def lacks_bits(bits: int) -> list[str]:
