@@ -11,27 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from compiler.cli import _pairwise_matrix
-from compiler.flow import PortSpec, Profile
-from compiler.inputs import Inputs, load_inputs
+from compiler.flow import Profile
 from compiler.ir.build import build_ir
 from compiler.ir.evaluate import matrix
+from tests.conformance_cases import CASES, case_ports, load_case
 from verifier.simulate.source import ReferenceEvaluator
-
-HERE = Path(__file__).parent / "conformance"
-CASES = sorted((HERE / "cases").glob("*.yaml"))
-
-
-def _load_case(path: Path, tmp_path: Path) -> tuple[dict[str, Any], Inputs]:
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    case = docs[0]
-    assert case["kind"] == "ConformanceCase", path
-    policies = tmp_path / "policies.yaml"
-    policies.write_text(yaml.safe_dump_all(docs[1:]) if docs[1:] else "")
-    paths = [str(HERE / "model.yaml")] + ([str(policies)] if docs[1:] else [])
-    return case, load_inputs(paths)
 
 
 def _expected(entry: dict[str, Any], endpoints: list[str]) -> dict[str, list[str]]:
@@ -46,9 +32,9 @@ def _expected(entry: dict[str, Any], endpoints: list[str]) -> dict[str, list[str
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_matrix_matches_upstream_conformance(path: Path, tmp_path: Path) -> None:
-    case, inputs = _load_case(path, tmp_path)
+    case, inputs = load_case(path, tmp_path)
     endpoints = [ep.key for ep in inputs.cluster.endpoints]
-    ports = [PortSpec.parse(e["port"]) for e in case["expect"]]
+    ports = case_ports(case)
     ir_matrix = matrix(build_ir(inputs, Profile.K8S), ports)
     ref_matrix = _pairwise_matrix(inputs.cluster, ports, ReferenceEvaluator(inputs, Profile.K8S).evaluate)
     for entry, port in zip(case["expect"], ports, strict=True):

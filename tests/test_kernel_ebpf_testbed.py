@@ -20,10 +20,8 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from compiler.flow import Flow, PortSpec, Profile, Protocol
 from compiler.inputs import Inputs, load_inputs
@@ -31,6 +29,7 @@ from compiler.ir.build import build_ir
 from compiler.ir.evaluate import IREvaluator, matrix
 from compiler.ir.model import IR
 from compiler.targets import compile_targets
+from tests.conformance_cases import CASES, HERE, case_ports, load_case, load_model
 from tests.test_kernel_testbed import make_cluster
 from verifier.kernel import HOST, WORLD, Testbed, cleanup_stale, kernel_matrix, probe_flows
 from verifier.kernel import bpf_layout as L
@@ -42,8 +41,6 @@ pytestmark = pytest.mark.kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if (p / "ports").exists())
-CONFORMANCE = ROOT / "tests" / "conformance"
-CASES = sorted((CONFORMANCE / "cases").glob("*.yaml"))
 #: A handful of conformance cases in the fast suite; all of them in the slow one.
 QUICK_CASES = ("02-default-deny-all", "03-podselector-same-namespace")
 TCP80, UDP53 = PortSpec(80, Protocol.TCP), PortSpec(53, Protocol.UDP)
@@ -179,19 +176,10 @@ def test_compiled_example_in_the_kernel_equals_the_ir_evaluator(
 # --- upstream conformance model (both profiles) -----------------------------------------------
 
 
-def _case_inputs(path: Path, tmp_path: Path) -> tuple[Inputs, list[PortSpec]]:
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    case: dict[str, Any] = docs[0]
-    policies = tmp_path / f"{path.stem}.yaml"
-    policies.write_text(yaml.safe_dump_all(docs[1:]) if docs[1:] else "")
-    paths = [str(CONFORMANCE / "model.yaml")] + ([str(policies)] if docs[1:] else [])
-    return load_inputs(paths), [PortSpec.parse(e["port"]) for e in case["expect"]]
-
-
 @pytest.fixture(scope="module")
 def conformance_testbed() -> Iterator[Testbed]:
     """One testbed of the x/y/z × a/b/c model for every case (only the maps change between cases)."""
-    cluster = load_inputs([str(CONFORMANCE / "model.yaml")]).cluster
+    cluster = load_model().cluster
     ports = [PortSpec(p, proto) for p in (80, 81) for proto in (Protocol.TCP, Protocol.UDP)]
     with Testbed(cluster, ports=ports) as tb:
         yield tb
@@ -200,7 +188,8 @@ def conformance_testbed() -> Iterator[Testbed]:
 def _conformance_differences(
     testbed: Testbed, path: Path, tmp_path: Path, profile: Profile = Profile.K8S
 ) -> list[str]:
-    inputs, ports = _case_inputs(path, tmp_path)
+    case, inputs = load_case(path, tmp_path)
+    ports = case_ports(case)
     out = tmp_path / f"{path.stem}-{profile.value}"
     ir = _compile(inputs, profile, out)
     with load_ebpf(testbed, out):
@@ -211,7 +200,7 @@ def _conformance_differences(
 def test_conformance_cases_in_the_kernel_equal_the_ir_evaluator(
     conformance_testbed: Testbed, name: str, tmp_path: Path
 ) -> None:
-    differences = _conformance_differences(conformance_testbed, CONFORMANCE / "cases" / f"{name}.yaml", tmp_path)
+    differences = _conformance_differences(conformance_testbed, HERE / "cases" / f"{name}.yaml", tmp_path)
     assert differences == [], "\n".join(differences)
 
 

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from compiler.flow import DropReason, Flow, PortSpec, Profile, Protocol, Verdict
 from compiler.inputs import Inputs, load_inputs
@@ -18,6 +17,7 @@ from compiler.ir.build import build_ir
 from compiler.ir.evaluate import IREvaluator
 from compiler.targets.ebpf import EbpfTarget
 from compiler.targets.ebpf.layout import IpcacheEntry, PolicyEntry, PolicyKey, ipcache_dump_entry, policy_dump_entry
+from tests.conformance_cases import CASES, case_ports, load_case
 from verifier.simulate.ebpf import (
     MATCH_L3_L4,
     MATCH_L3_ONLY,
@@ -33,7 +33,6 @@ from verifier.simulate.ebpf import (
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if (p / "ports").exists())
-CONFORMANCE = ROOT / "tests" / "conformance"
 
 POD, PEER, WORLD = "10.244.1.10", "10.244.1.20", "8.8.8.8"
 POD_ID, PEER_ID = 300, 301
@@ -187,14 +186,8 @@ def test_simulation_equals_ir_on_every_example(example: Path, profile: Profile) 
     _check(inputs, profile, _pairs(inputs, ports, ("8.8.8.8", "10.1.2.3", "169.254.169.254", "192.168.1.1")))
 
 
-CONFORMANCE_CASES = sorted((CONFORMANCE / "cases").glob("*.yaml"))
-
-
-@pytest.mark.parametrize("path", CONFORMANCE_CASES, ids=[p.stem for p in CONFORMANCE_CASES])
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_simulation_equals_ir_on_the_conformance_model(path: Path, tmp_path: Path) -> None:
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    policies = tmp_path / "policies.yaml"
-    policies.write_text(yaml.safe_dump_all(docs[1:]) if docs[1:] else "")
-    inputs = load_inputs([str(CONFORMANCE / "model.yaml"), str(policies)])
-    ports = [PortSpec.parse(e["port"]) for e in docs[0]["expect"]]
+    case, inputs = load_case(path, tmp_path)
+    ports = case_ports(case)
     _check(inputs, Profile.K8S, _pairs(inputs, ports))

@@ -18,17 +18,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compiler.flow import Direction, Flow, PortSpec, Profile, Protocol
-from compiler.inputs import Inputs, load_inputs
+from compiler.inputs import load_inputs
 from compiler.ir.build import build_ir
 from compiler.ir.evaluate import IREvaluator, matrix
 from compiler.ir.model import IR
 from compiler.targets.iptables import IptablesTarget
 from compiler.targets.proxyports import proxy_port
+from tests.conformance_cases import CASES, load_case, load_model
 from tests.strategies import GeneratedCase, cases
 from verifier.kernel import HOST, WORLD, Testbed, kernel_matrix, kernel_unavailable_reason, probe_flows
 from verifier.kernel.load_iptables import IptablesLoad, load_iptables
@@ -38,7 +38,6 @@ pytestmark = pytest.mark.kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
-CONFORMANCE = ROOT / "tests" / "conformance"
 CONFORMANCE_PORTS = [PortSpec.parse(p) for p in ("80/TCP", "81/TCP", "80/UDP", "81/UDP")]
 #: Outside addresses for the world namespace: inside and outside the examples' CIDRs and excepts.
 WORLD_ADDRESSES = ("203.0.113.5", "203.0.113.200", "198.51.100.7", "192.0.2.10", "8.8.8.8")
@@ -229,26 +228,15 @@ def edge_flows_static(ir: IR, ports: Sequence[PortSpec]) -> list[Flow]:
 # --- upstream conformance model (both profiles) ---------------------------------------------------------
 
 
-def conformance_inputs(path: Path, tmp: Path) -> Inputs:
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d][1:]
-    paths = [str(CONFORMANCE / "model.yaml")]
-    if docs:
-        policies = tmp / f"{path.stem}.yaml"
-        policies.write_text(yaml.safe_dump_all(docs))
-        paths.append(str(policies))
-    return load_inputs(paths)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", list(Profile), ids=[p.value for p in Profile])
 def test_every_conformance_case_gets_the_ir_matrix_from_real_packets(tmp_path: Path, profile: Profile) -> None:
-    paths = sorted((CONFORMANCE / "cases").glob("*.yaml"))
-    assert len(paths) >= 58
-    model = load_inputs([str(CONFORMANCE / "model.yaml")])
+    assert len(CASES) >= 58
+    model = load_model()
     failures = []
     with Testbed(model.cluster, ports=CONFORMANCE_PORTS) as tb:
-        for path in paths:
-            inputs = conformance_inputs(path, tmp_path)
+        for path in CASES:
+            _, inputs = load_case(path, tmp_path)
             assert inputs.cluster.endpoints == model.cluster.endpoints  # same pods, same addresses
             ir = build_ir(inputs, profile)
             load_iptables(tb, compile_files(ir))

@@ -10,30 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from compiler.flow import Flow, Profile, Protocol
-from compiler.inputs import load_inputs
 from compiler.ir.build import build_ir
 from compiler.ir.evaluate import IREvaluator
 from compiler.targets import emit_targets
+from tests.conformance_cases import CASES, load_case
 from verifier.simulate.targets import expected, simulators
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFORMANCE = ROOT / "tests" / "conformance"
-CASES = sorted((CONFORMANCE / "cases").glob("*.yaml"))
 PORTS = [(proto, port) for port in (80, 81) for proto in (Protocol.TCP, Protocol.UDP)]
 
 
 @pytest.mark.parametrize("profile", list(Profile), ids=[p.value for p in Profile])
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_simulated_targets_equal_the_ir_on_the_conformance_model(path: Path, profile: Profile, tmp_path: Path) -> None:
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d][1:]
-    paths = [str(CONFORMANCE / "model.yaml")]
-    if docs:
-        (tmp_path / "policies.yaml").write_text(yaml.safe_dump_all(docs))
-        paths.append(str(tmp_path / "policies.yaml"))
-    inputs = load_inputs(paths)
+    _, inputs = load_case(path, tmp_path)
     ir = build_ir(inputs, profile)
     artifacts, _ = emit_targets(ir, ["iptables", "ebpf"])
     sims = simulators(artifacts, ir.cluster)
