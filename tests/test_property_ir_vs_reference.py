@@ -14,44 +14,20 @@ Default run (the ``ci`` hypothesis profile in tests/conftest.py is derandomized)
 from __future__ import annotations
 
 import os
+from enum import Enum
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 
-from compiler.flow import Decision, DirectionDecision, Flow, Profile
+from compiler.flow import Decision, Flow, Profile
 from compiler.ir.build import build_ir
 from compiler.ir.evaluate import IREvaluator
 from compiler.source import InputError
 from tests.strategies import GeneratedCase, cases
+from verifier.compare import comparable
 from verifier.simulate.source import ReferenceEvaluator
 
 EXAMPLES = int(os.environ.get("NETPOLC_PROPERTY_EXAMPLES", "1000"))
-
-
-def _side(side: DirectionDecision | None) -> dict[str, Any] | None:
-    if side is None:
-        return None
-    return {
-        "endpoint": side.endpoint,
-        "enforced": side.enforced,
-        "allowed": side.allowed,
-        "reason": side.reason.name if side.reason is not None else None,
-        "allow_rules": sorted(r.key for r in side.allow_rules),
-        "deny_rules": sorted(r.key for r in side.deny_rules),
-        "redirect": side.redirect,
-        "l7_allowed": side.l7_allowed,
-    }
-
-
-def comparable(decision: Decision) -> dict[str, Any]:
-    """The fields both evaluators must agree on, in a form that prints and diffs well."""
-    return {
-        "verdict": decision.verdict.value,
-        "drop_reason": decision.drop_reason.name if decision.drop_reason is not None else None,
-        "l7_denied": decision.l7_denied,
-        "egress": _side(decision.egress),
-        "ingress": _side(decision.ingress),
-    }
 
 
 def _diff(ir: dict[str, Any], ref: dict[str, Any], prefix: str = "") -> list[str]:
@@ -61,8 +37,13 @@ def _diff(ir: dict[str, Any], ref: dict[str, Any], prefix: str = "") -> list[str
         if isinstance(a, dict) and isinstance(b, dict):
             lines.extend(_diff(a, b, f"{prefix}{key}."))
         elif a != b:
-            lines.append(f"  {prefix}{key}:\n      IR:        {a}\n      reference: {b}")
+            lines.append(f"  {prefix}{key}:\n      IR:        {_show(a)}\n      reference: {_show(b)}")
     return sorted(lines)
+
+
+def _show(value: object) -> object:
+    """Enum members by name (a drop reason's number says little)."""
+    return value.name if isinstance(value, Enum) else value
 
 
 def describe(flow: Flow) -> str:
