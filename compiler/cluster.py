@@ -129,6 +129,11 @@ class Cluster:
         """The endpoint that owns an address, if any."""
         return self._by_ip.get(address)
 
+    @cached_property
+    def pod_networks(self) -> tuple[IPNetwork, ...]:
+        """``pod_cidrs`` parsed (host bits allowed, as users write them)."""
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.pod_cidrs)
+
     @property
     def node_address(self) -> IPAddress:
         return ipaddress.ip_address(self.node_ip)

@@ -101,7 +101,7 @@ def address_cells(cluster: Cluster, prefixes: Iterable[str]) -> list[AddressCell
     IPv6 world cells appear only when an endpoint or a prefix is IPv6.
     """
     # the pod CIDRs too: addresses there that no endpoint holds are world, but keep them apart
-    nets = [ipaddress.ip_network(p, strict=False) for p in (*prefixes, *cluster.pod_cidrs)]
+    nets = [*(ipaddress.ip_network(p, strict=False) for p in prefixes), *cluster.pod_networks]
     taken = {cluster.node_address} | {a for ep in cluster.endpoints for a in ep.addresses}
     cells = [AddressCell("endpoint", ep.key, ep.addresses[0]) for ep in cluster.endpoints if ep.addresses]
     cells.append(AddressCell("host", "host", cluster.node_address))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 
 from compiler.flow import Profile
@@ -46,7 +45,7 @@ class CidrCoversPodNetwork(LintRule):
     def check(self, ctx: LintContext) -> Iterator[Finding]:
         if ctx.profile is not Profile.CILIUM:
             return
-        pod_networks = [ipaddress.ip_network(c, strict=False) for c in ctx.inputs.cluster.pod_cidrs]
+        pod_networks = ctx.inputs.cluster.pod_networks
         seen: set[tuple[tuple[str, str], str]] = set()
         for lr in lowered_rules(ctx):
             rule = lr.template.rule
