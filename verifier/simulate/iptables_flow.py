@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from compiler.cluster import Cluster
-from compiler.flow import Decision, Direction, Flow, Protocol, Verdict
-from compiler.targets.proxyports import proxy_port
+from compiler.flow import Decision, Flow, Protocol
 from verifier.artifacts.ipsets import IpSet
 from verifier.artifacts.models import IPAddress, Ruleset
 from verifier.simulate.iptables import CtState, IptablesSimulator, Node, Outcome, Packet, Result, Socket
+from verifier.simulate.targets import Kind, expected
 
 EPHEMERAL_PORT = 40000
 """Source port of simulated connections (inside Linux's default ip_local_port_range 32768-60999)."""
@@ -28,7 +27,7 @@ EPHEMERAL_PORT = 40000
 class FlowVerdict:
     """What happened to a connection at L3/L4: ``allowed``, ``dropped``, or ``redirected`` to ``proxy_port``."""
 
-    kind: Literal["allowed", "dropped", "redirected"]
+    kind: Kind
     proxy_port: int | None = None
 
     def __str__(self) -> str:
@@ -45,18 +44,10 @@ def verdict_of_result(result: Result) -> FlowVerdict:
 
 
 def verdict_of_decision(decision: Decision) -> FlowVerdict:
-    """An evaluator's :class:`Decision` at L3/L4 as a :class:`FlowVerdict`.
-
-    A flow dropped only by an L7 proxy (HTTP 403) still reached the proxy, so it counts as redirected. When
-    both sides redirect, the source's egress proxy gets the connection first (Cilium's order), so its port is
-    the one a packet filter sends it to. Ports come from :mod:`compiler.targets.proxyports`, as the targets'.
-    """
-    if decision.verdict is Verdict.DROPPED and not decision.l7_denied:
-        return FlowVerdict("dropped")
-    for side, direction in ((decision.egress, Direction.EGRESS), (decision.ingress, Direction.INGRESS)):
-        if side is not None and side.redirect:
-            return FlowVerdict("redirected", proxy_port(side.redirect, direction))
-    return FlowVerdict("allowed")
+    """An evaluator's :class:`Decision` at L3/L4 as a :class:`FlowVerdict` (what a target must do with the flow:
+    :func:`verifier.simulate.targets.expected`, which every target comparison uses)."""
+    kind, port = expected(decision)
+    return FlowVerdict(kind, port)
 
 
 def packet_of(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from compiler.cluster import Cluster
 from compiler.flow import Decision, Direction, Flow, Verdict
@@ -42,7 +42,10 @@ class TargetAnswer:
         return text + (f" ({self.detail})" if self.detail else "")
 
 
-def expected(decision: Decision) -> tuple[str, int | None]:
+Kind = Literal["allowed", "dropped", "redirected"]
+
+
+def expected(decision: Decision) -> tuple[Kind, int | None]:
     """The L3/L4 verdict a target must produce for a flow the semantics decided as ``decision``.
 
     A flow denied only by an L7 proxy still reached the proxy: redirected. When both sides
