@@ -8,6 +8,11 @@ namespace-selector rules, CiliumNetworkPolicies with L4 and some HTTP rules, and
 cluster-wide baselines.
 
     python benchmarks/scale.py --pods 20000 --namespaces 200 --policies 5000 -o /tmp/scale
+
+With ``--pods-per-node N`` the replicas are written as scheduled Pods instead (each with
+``spec.nodeName`` ``node-0000``..., round-robin, N per node; AKS allows at most 250), carrying the
+labels their controllers would add, so the cluster and its identities are the same and
+``netpolc compile --node node-0000`` can compile one node.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class Scale:
     policies: int
     services: int = 0
     seed: int = 1
+    pods_per_node: int = 0  # 0: replicas stay workloads (unscheduled); N: scheduled Pods, N per node
 
 
 def generate(scale: Scale) -> list[dict[str, Any]]:
@@ -107,7 +113,36 @@ def generate(scale: Scale) -> list[dict[str, Any]]:
             }
         )
     objects.extend(_policies(scale, apps, rng))
-    return objects
+    return _scheduled(objects, scale.pods_per_node) if scale.pods_per_node > 0 else objects
+
+
+def node_name(index: int) -> str:
+    return f"node-{index:04d}"
+
+
+def _scheduled(objects: list[dict[str, Any]], per_node: int) -> list[dict[str, Any]]:
+    """Workloads replaced by their pods, spread round-robin over ``ceil(pods / per_node)`` nodes."""
+    from compiler.inputs.workloads import WorkloadObject
+
+    workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+    total = sum(w["spec"]["replicas"] for w in workloads)
+    nodes = max(1, -(-total // per_node))
+    out = [o for o in objects if o not in workloads]
+    placed = 0
+    for doc in workloads:
+        model = WorkloadObject.model_validate(doc)
+        template = doc["spec"]["template"]
+        for index in range(doc["spec"]["replicas"]):
+            name = f"{doc['metadata']['name']}-{index}"
+            labels = {**template["metadata"]["labels"], **model.controller_labels(index, name)}
+            out.append({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": doc["metadata"]["namespace"], "labels": labels},
+                "spec": {**template["spec"], "nodeName": node_name(placed % nodes)},
+            })
+            placed += 1
+    return out
 
 
 def _policies(scale: Scale, apps: list[tuple[str, str, str]], rng: random.Random) -> list[dict[str, Any]]:
@@ -265,9 +300,12 @@ def main() -> None:
     parser.add_argument("--policies", type=int, default=5000)
     parser.add_argument("--services", type=int, default=0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pods-per-node", type=int, default=0,
+                        help="write scheduled Pods (spec.nodeName), N per node, instead of workloads")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
-    paths = write(generate(Scale(args.pods, args.namespaces, args.policies, args.services, args.seed)), args.out)
+    scale = Scale(args.pods, args.namespaces, args.policies, args.services, args.seed, args.pods_per_node)
+    paths = write(generate(scale), args.out)
     for path in paths:
         print(path)
 

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from compiler import __version__
@@ -166,6 +166,10 @@ def _target_simulators(args: argparse.Namespace, inputs: Inputs, names: Sequence
             files[name] = {
                 str(p.relative_to(directory)): p.read_text() for p in sorted(directory.rglob("*")) if p.is_file()
             }
+            node = _scoped_node(files[name])
+            if node is not None:
+                raise UsageError(f"--artifacts {root}: {name}/ was compiled with --node {node} and holds only that "
+                                 f"node's endpoints; comparing with the whole cluster needs a compile without --node")
     else:
         from compiler.ir.build import build_ir
         from compiler.targets import TargetOptions, available_targets, emit_targets
@@ -177,6 +181,18 @@ def _target_simulators(args: argparse.Namespace, inputs: Inputs, names: Sequence
         ir = build_ir(inputs, Profile(args.profile), _label_filter(args))
         files, _ = emit_targets(ir, names, TargetOptions(), progress=_progress)
     return simulators(files, inputs.cluster)
+
+
+def _scoped_node(files: Mapping[str, str]) -> str | None:
+    """The node a target's artifacts were scoped to (``--node``), read from its summary or index."""
+    for name in ("summary.json", "index.json"):
+        try:
+            doc = json.loads(files.get(name, "{}"))
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("node"), str):
+            return str(doc["node"])
+    return None
 
 
 def _pairwise_matrix(
@@ -352,7 +368,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from compiler.ir.build import build_ir
-    from compiler.targets import TargetOptions, available_targets, compile_targets
+    from compiler.targets import TARGETS, TargetOptions, available_targets, compile_targets
 
     offered = available_targets()
     if not offered:
@@ -360,16 +376,37 @@ def cmd_compile(args: argparse.Namespace) -> int:
     names = offered if args.target == "all" else [args.target]
     if args.target != "all" and args.target not in offered:
         raise UsageError(f"--target {args.target}: not available (available: {', '.join(offered) or 'none'})")
+    if args.node is not None:
+        scoped = [n for n in offered if TARGETS[n].per_node]
+        if args.target != "all" and args.target not in scoped:
+            raise UsageError(f"--node: the {args.target} target has no per-node form "
+                             f"(node-scoped targets: {', '.join(scoped)})")
+        names = [n for n in names if n in scoped]
     if args.policy_map_max < 1:
         raise UsageError("--policy-map-max must be positive")
     inputs = _load(args)
     _progress(f"loaded {len(inputs.cluster.endpoints)} endpoints and {len(inputs.policies)} policies")
+    if args.node is not None:
+        _check_node(inputs.cluster, args.node)
     ir = build_ir(inputs, Profile(args.profile), _label_filter(args))
-    options = TargetOptions(policy_map_max=args.policy_map_max, allow_overflow=args.allow_overflow)
+    options = TargetOptions(policy_map_max=args.policy_map_max, allow_overflow=args.allow_overflow,
+                            node=args.node)
     artifacts = compile_targets(inputs, ir, names, Path(args.out), options, progress=_progress)
     for name, files in artifacts.items():
         print(f"{name}: {len(files)} file(s) in {Path(args.out) / name}")
     return 0
+
+
+def _check_node(cluster: Cluster, node: str) -> None:
+    """``--node`` must name a node some pod is scheduled on (``spec.nodeName``): a typo would
+    otherwise compile an empty node."""
+    nodes = sorted({ep.node for ep in cluster.endpoints if ep.node is not None})
+    if node in nodes:
+        return
+    if not nodes:
+        raise UsageError(f"--node {node}: no pod in the inputs has spec.nodeName, so no endpoint is on a node")
+    shown = ", ".join(nodes[:10]) + (f" and {len(nodes) - 10} more" if len(nodes) > 10 else "")
+    raise UsageError(f"--node {node}: no pod has spec.nodeName {node!r} (nodes in the inputs: {shown})")
 
 
 # --- lint ---------------------------------------------------------------------------------------
@@ -623,6 +660,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-overflow",
         action="store_true",
         help="write eBPF maps even when an endpoint exceeds --policy-map-max (reported, exit 0)",
+    )
+    p.add_argument(
+        "--node",
+        metavar="NAME",
+        help="emit policy maps and NPDS only for the pods with spec.nodeName NAME, as that node's Cilium "
+        "agent holds them (ipcache stays cluster-wide; eBPF and Envoy targets)",
     )
     p.set_defaults(func=cmd_compile)
 

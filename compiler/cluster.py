@@ -57,6 +57,7 @@ class Endpoint:
     owner: str | None = None  # "Deployment shop/frontend" for pods made from a workload
     host_network: bool = False
     node_os: str | None = None  # kubernetes.io/os the pod is pinned to by its nodeSelector
+    node: str | None = None  # spec.nodeName: the node the pod runs on, when the manifest says
 
     @property
     def key(self) -> str:

@@ -109,6 +109,7 @@ class _PodDraft:
     owner: str | None
     host_network: bool
     node_os: str | None = None
+    node: str | None = None
 
     @property
     def key(self) -> str:
@@ -267,6 +268,7 @@ def _build_cluster(collected: _Collected, pod_cidrs: tuple[str, ...], node_ip: s
                 None,
                 bool(pod.spec.hostNetwork),
                 pod.spec.node_os,
+                pod.spec.nodeName,
             )
         )
     for workload, doc in collected.workloads:
@@ -294,6 +296,7 @@ def _build_cluster(collected: _Collected, pod_cidrs: tuple[str, ...], node_ip: s
                     f"{workload.kind} {namespace}/{name}",
                     bool(template.spec.hostNetwork),
                     template.spec.node_os,
+                    template.spec.nodeName,
                 )
             )
 
@@ -388,6 +391,7 @@ def _allocate(
                 draft.source,
                 draft.owner,
                 node_os=draft.node_os,
+                node=draft.node,
             )
         )
     return tuple(endpoints)

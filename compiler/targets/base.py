@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from compiler.cluster import Endpoint
 from compiler.flow import RuleRef
 from compiler.ir.model import IR
 from compiler.source import NetpolcError
@@ -23,6 +24,9 @@ class TargetOptions:
 
     policy_map_max: int = 16384  # Cilium's bpf-policy-map-max default (reference/cilium.md §1.1)
     allow_overflow: bool = False
+    #: emit per-endpoint objects only for the endpoints on this node (pods' ``spec.nodeName``), as
+    #: one Cilium agent holds them; None: every endpoint, the one-node model (README "node model")
+    node: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -54,6 +58,8 @@ class Target(ABC):
     """One compilation target. Subclasses set :attr:`name` and implement :meth:`emit`."""
 
     name: ClassVar[str]
+    #: whether the target keeps per-endpoint objects per node, so ``--node`` can scope it
+    per_node: ClassVar[bool] = False
 
     def __init__(self, ir: IR, options: TargetOptions | None = None) -> None:
         self.ir = ir
@@ -63,6 +69,17 @@ class Target(ABC):
     def unsupported(self, message: str, rule: RuleRef | None = None, endpoint: str | None = None) -> None:
         """Report a construct this target cannot express (compilation then fails)."""
         self.problems.append(Unsupported(self.name, message, rule, endpoint))
+
+    def local_endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints this node enforces for: all of them, or those scheduled on ``options.node``.
+
+        Only per-endpoint objects (policy maps, NPDS resources) are scoped; what describes the
+        rest of the cluster (the ipcache, peer identities) stays cluster-wide, as on a real node.
+        """
+        endpoints = self.ir.cluster.endpoints
+        if self.options.node is None:
+            return endpoints
+        return tuple(ep for ep in endpoints if ep.node == self.options.node)
 
     @abstractmethod
     def emit(self) -> dict[str, str]:

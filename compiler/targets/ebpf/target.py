@@ -72,6 +72,7 @@ class EbpfTarget(Target):
     """IR → ipcache and per-endpoint policy maps."""
 
     name = "ebpf"
+    per_node = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -97,7 +98,7 @@ class EbpfTarget(Target):
         summary: list[dict[str, Any]] = []
         tables: list[str] = []
         rendered: dict[tuple[Any, ...], tuple[str, int]] = {}  # shape → (bpftool dump, first EPID)
-        for ep in sorted(ir.cluster.endpoints, key=lambda e: (self.endpoint_ids[e.key], e.key)):
+        for ep in sorted(self.local_endpoints(), key=lambda e: (self.endpoint_ids[e.key], e.key)):
             epid = self.endpoint_ids[ep.key]
             identity = ir.endpoint_identity(ep.key)
             ingress, egress = ir.policy(ep.key, Direction.INGRESS), ir.policy(ep.key, Direction.EGRESS)
@@ -127,7 +128,9 @@ class EbpfTarget(Target):
         files["ipcache.json"] = _dump_lines([ipcache_dump_entry(e) for e in ipcache])
         files["policy.txt"] = "\n".join(tables)
         counts = [s["entries"] for s in summary]
+        scope = {} if self.options.node is None else {"node": self.options.node}
         files["summary.json"] = _dumps({
+            **scope,
             "policy_map_max": self.options.policy_map_max,
             "profile": ir.profile.value,
             "endpoints": summary,
@@ -145,7 +148,7 @@ class EbpfTarget(Target):
     # --- endpoints and ipcache --------------------------------------------------------------
 
     def _endpoint_ids(self) -> dict[str, int]:
-        keys = [ep.key for ep in self.ir.cluster.endpoints]
+        keys = [ep.key for ep in self.local_endpoints()]
         return node_endpoint_ids(keys, self.options.allow_overflow, self.unsupported)
 
     def ipcache_entries(self) -> list[IpcacheEntry]:

@@ -38,6 +38,7 @@ class EnvoyTarget(Target):
     """Listeners, clusters and per-endpoint NPDS / DNS-proxy policy for L7 redirects."""
 
     name = "envoy"
+    per_node = True
 
     def emit(self) -> dict[str, str]:
         self._counts: dict[str, int] = {}
@@ -53,7 +54,7 @@ class EnvoyTarget(Target):
         files: dict[str, str] = {}
         index: list[Json] = []
         used: set[tuple[str, Direction]] = set()
-        for ep in self.ir.cluster.endpoints:
+        for ep in self.local_endpoints():
             if not ep.ips or ep.host_network:
                 continue  # no address of its own: no NPDS resource (named by the endpoint IP)
             redirects = builder.redirects(ep)
@@ -78,7 +79,8 @@ class EnvoyTarget(Target):
         directions = sorted({d for _, d in used}, key=lambda d: d.value)
         files["clusters.json"] = dump(listeners.discovery_response(
             listeners.CLUSTER_TYPE, [listeners.cluster(d) for d in directions]))
-        files["index.json"] = dump({"profile": self.ir.profile.value, "endpoints": index,
+        scope = {} if self.options.node is None else {"node": self.options.node}
+        files["index.json"] = dump({**scope, "profile": self.ir.profile.value, "endpoints": index,
                                     "listeners": [{"name": proxyports.listener(p, d),
                                                    "proxy_port": proxyports.proxy_port(p, d)}
                                                   for p, d in order]})
@@ -93,7 +95,7 @@ class EnvoyTarget(Target):
 
     def endpoint_ids(self) -> dict[str, int]:
         """The eBPF target's endpoint IDs (same keys, same allocation, same overflow rule)."""
-        keys = [ep.key for ep in self.ir.cluster.endpoints]
+        keys = [ep.key for ep in self.local_endpoints()]
         return node_endpoint_ids(keys, self.options.allow_overflow, self.unsupported)
 
     def counts(self) -> dict[str, int]:
