@@ -500,6 +500,96 @@ def _relabel(err: InputError, local: str, spec: str) -> InputError:
     return InputError(err.message, source=source, field=err.field, subject=err.subject)
 
 
+# --- verify -------------------------------------------------------------------------------------
+
+VERIFY_TARGETS = ("iptables", "ebpf", "envoy")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Prove the compiled artifacts equivalent (verifier/proofs): exit 0 proved, 1 counterexample, 3 unknown."""
+    from verifier.proofs import ProofContext, proofs
+    from verifier.proofs.render import RENDERERS, exit_code
+
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    inputs = _load(args)
+    files = _verify_artifacts(args, inputs)
+    try:
+        from verifier.simulate.targets import simulators
+
+        simulators(files, inputs.cluster)  # every artifact parses before any proof starts
+    except ValueError as err:
+        raise UsageError(f"artifacts: {err}") from None
+    wanted = proofs()
+    if args.proofs:
+        unknown = [p for p in args.proofs if p not in wanted]
+        if unknown:
+            raise UsageError(f"--proof {unknown[0]}: no such proof (proofs: {', '.join(wanted)})")
+        wanted = {name: wanted[name] for name in args.proofs}
+    ctx = ProofContext(files, inputs.cluster, args.jobs, _slice_progress())
+    results = []
+    for name, prove in wanted.items():
+        _progress(f"proving {name}")
+        results.append(prove(ctx))
+    sys.stdout.write(RENDERERS[args.output](results))
+    return exit_code(results)
+
+
+def _slice_progress() -> Callable[[str, int, int], None]:
+    """A progress line on a terminal, rewritten in place (silent in CI logs and pipes)."""
+    shown = sys.stderr.isatty() and not os.environ.get("NETPOLC_QUIET")
+
+    def report(name: str, done: int, total: int) -> None:
+        if shown:
+            end = "\n" if done == total else ""
+            print(f"\rnetpolc: {name}: {done}/{total} slices", end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
+def _verify_artifacts(args: argparse.Namespace, inputs: Inputs) -> dict[str, dict[str, str]]:
+    """The artifacts to prove: read from ``--artifacts OUT`` (checked against the inputs), or compiled."""
+    from pathlib import Path
+
+    if not args.artifacts:
+        from compiler.ir.build import build_ir
+        from compiler.targets import TargetOptions, available_targets, emit_targets
+
+        ir = build_ir(inputs, Profile(args.profile), _label_filter(args))
+        names = [n for n in VERIFY_TARGETS if n in available_targets()]
+        return emit_targets(ir, names, TargetOptions(), progress=_progress)[0]
+    root = Path(args.artifacts)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise UsageError(f"--artifacts {root}: no manifest.json (run `netpolc compile -o {root}` first)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as err:
+        raise UsageError(f"{manifest_path}: not JSON ({err})") from None
+    if manifest.get("profile") != args.profile:
+        raise UsageError(f"--artifacts {root} was compiled with --profile {manifest.get('profile')}, "
+                         f"not {args.profile}")
+    compiled = {f.get("path"): f.get("sha256") for f in manifest.get("inputs", [])}
+    given = {f.path: f.sha256 for f in inputs.files}
+    if compiled != given:
+        changed = sorted(set(compiled.items()) ^ set(given.items()))
+        raise UsageError(f"--artifacts {root} was compiled from other inputs than -f gives "
+                         f"(first difference: {changed[0][0]}); recompile or pass the same files")
+    files: dict[str, dict[str, str]] = {}
+    for name in VERIFY_TARGETS:
+        directory = root / name
+        if directory.is_dir():
+            files[name] = {str(p.relative_to(directory)): p.read_text()
+                           for p in sorted(directory.rglob("*")) if p.is_file()}
+            node = _scoped_node(files[name])
+            if node is not None:
+                raise UsageError(f"--artifacts {root}: {name}/ was compiled with --node {node}; the proofs "
+                                 "cover the whole cluster, so compile without --node")
+    if not files:
+        raise UsageError(f"--artifacts {root}: none of {', '.join(VERIFY_TARGETS)}/ is there")
+    return files
+
+
 # --- testbed ------------------------------------------------------------------------------------
 
 
@@ -691,6 +781,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-rules", action="store_true", help="list every rule and exit")
     p.add_argument("paths", nargs="*", metavar="PATH", help="more inputs, as with -f (for pre-commit)")
     p.set_defaults(func=cmd_lint)
+
+    p = sub.add_parser("verify", help="prove the compiled targets equivalent (Z3); exit 0 proved, 1 "
+                       "counterexample, 2 input error, 3 unknown")
+    _add_input_options(p)
+    p.add_argument("--artifacts", metavar="OUT", help="prove OUT/ (from `netpolc compile -o OUT`) instead of compiling")
+    p.add_argument("-o", "--output", choices=["text", "json", "markdown"], default="text")
+    p.add_argument("--proof", dest="proofs", action="append", metavar="NAME", help="run only this proof; repeatable")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                   help="worker processes for the proof slices (default: the CPU count)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("diff", help="semantic difference of two policy versions on one cluster (exhaustive)")
     p.add_argument("old", metavar="OLD", help="path (file, directory) or git:REV:PATH")

@@ -1,0 +1,216 @@
+"""The eBPF artifacts (ipcache + per-endpoint policy maps, read back from their bpftool dumps) as
+a formula over a packet.
+
+Semantics of :class:`verifier.simulate.ebpf.EbpfSimulator` (reference/cilium.md §1.7, §2): the
+ipcache is a longest-prefix match per family (world 9/10 when nothing matches); each policy map
+is an LPM trie over (identity, direction, protocol, port) where an entry of port-prefix ``p``
+fixes the identity and direction and the first ``p`` bits of protocol-then-port; per direction
+lookup 1 uses the remote identity (a deny hit is final) and lookup 2 identity 0, the L4-only hit
+winning when it is a deny, when lookup 1 missed, on higher proxy priority, or on equal priority
+with a longer prefix. Source endpoint's egress first, destination endpoint's ingress second; the
+first drop decides; otherwise the first non-zero proxy port redirects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import z3
+
+from compiler.targets.ebpf.layout import POLICY_FULL_PREFIX, PolicyEntry, PolicyKey
+from verifier.encoding.terms import (
+    KIND_ALLOWED,
+    KIND_DROPPED,
+    Cond,
+    SymPacket,
+    Value,
+    and_,
+    eq,
+    in_network,
+    ite,
+    not_,
+    or_,
+    outcome,
+    redirected,
+    top_bits,
+)
+from verifier.simulate.ebpf import WORLD_FALLBACK, EbpfArtifacts, EbpfEndpoint, PolicyMap
+
+_ID_BITS = 32
+
+
+@dataclass(frozen=True)
+class _Hit:
+    """A lookup result as terms: found, deny, proxy port (16 bits), priority and prefix (8 bits)."""
+
+    found: Cond
+    deny: Cond
+    proxy: z3.BitVecRef
+    priority: z3.BitVecRef
+    prefix: z3.BitVecRef
+
+    @staticmethod
+    def none() -> _Hit:
+        return _Hit(False, False, z3.BitVecVal(0, 16), z3.BitVecVal(0, 8), z3.BitVecVal(0, 8))
+
+    @staticmethod
+    def of(entry: PolicyEntry) -> _Hit:
+        return _Hit(True, entry.deny, z3.BitVecVal(entry.proxy_port, 16), z3.BitVecVal(entry.priority, 8),
+                    z3.BitVecVal(entry.port_prefix, 8))
+
+    def choose(self, cond: Cond, other: _Hit) -> _Hit:
+        """``self`` when ``cond``, else ``other``."""
+        if cond is True:
+            return self
+        if cond is False:
+            return other
+        return _Hit(_ite_bool(cond, self.found, other.found), _ite_bool(cond, self.deny, other.deny),
+                    ite(cond, self.proxy, other.proxy), ite(cond, self.priority, other.priority),
+                    ite(cond, self.prefix, other.prefix))
+
+
+def _ite_bool(cond: Cond, a: Cond, b: Cond) -> Cond:
+    if a is b or (isinstance(a, bool) and isinstance(b, bool) and a == b):
+        return a
+    return or_(and_(cond, a), and_(not_(cond), b))
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One endpoint's verdict in one direction: dropped, and the proxy port (0: none)."""
+
+    dropped: Cond
+    proxy: z3.BitVecRef
+
+
+_NO_SIDE = _Side(False, z3.BitVecVal(0, 16))
+
+
+class EbpfEncoding:
+    """Outcome formulas over the decoded eBPF artifacts."""
+
+    def __init__(self, artifacts: EbpfArtifacts) -> None:
+        self.art = artifacts
+        self._tables: dict[str, dict[tuple[int, int], list[tuple[PolicyKey, PolicyEntry]]]] = {}
+        self._shapes: dict[str, tuple[object, ...]] = {}
+
+    # --- ipcache ------------------------------------------------------------------------------------
+
+    def identity(self, address: Value, family: int) -> Value:
+        """The ipcache identity of ``address`` (an int when the address is fixed)."""
+        if isinstance(address, int):
+            from verifier.encoding.terms import address_of
+
+            return self.art.ipcache.lookup(address_of(address, family))
+        entries = sorted((e for e in self.art.ipcache.entries if e.network.version == family),
+                         key=lambda e: (-e.network.prefixlen, int(e.network.network_address)))
+        term: z3.BitVecRef = z3.BitVecVal(WORLD_FALLBACK[family], _ID_BITS)
+        for entry in reversed(entries):
+            term = ite(in_network(address, entry.network), z3.BitVecVal(entry.identity, _ID_BITS), term)
+        return term
+
+    # --- policy maps ----------------------------------------------------------------------------------
+
+    def _table(self, name: str) -> dict[tuple[int, int], list[tuple[PolicyKey, PolicyEntry]]]:
+        """(identity, egress) → entries, longest prefix first, one per (prefix, masked key) as the
+        LPM trie keeps them (PolicyMap)."""
+        found = self._tables.get(name)
+        if found is None:
+            policy_map: PolicyMap = self.art.maps[name]
+            unique: dict[tuple[int, int], tuple[PolicyKey, PolicyEntry]] = {}
+            for key, entry in policy_map.entries:
+                bits = key.prefixlen
+                unique[(bits, key.data_bits() >> (POLICY_FULL_PREFIX - bits))] = (key, entry)
+            found = {}
+            for key, entry in unique.values():
+                found.setdefault((key.identity, key.egress), []).append((key, entry))
+            for entries in found.values():
+                entries.sort(key=lambda item: (-item[0].port_prefix, item[0].protocol, item[0].port))
+            self._tables[name] = found
+        return found
+
+    def _lookup_one(self, name: str, identity: int, egress: int, packet: SymPacket) -> _Hit:
+        hit = _Hit.none()
+        for key, entry in reversed(self._table(name).get((identity, egress), [])):
+            prefix = key.port_prefix
+            cond = and_(top_bits(packet.protocol, 8, min(prefix, 8), key.protocol),
+                        top_bits(packet.dport, 16, max(0, prefix - 8), key.port))
+            hit = _Hit.of(entry).choose(cond, hit)
+        return hit
+
+    def lookup(self, name: str, identity: Value, egress: int, packet: SymPacket) -> _Hit:
+        if isinstance(identity, int):
+            return self._lookup_one(name, identity, egress, packet)
+        hit = _Hit.none()
+        for number, direction in sorted(self._table(name)):
+            if direction == egress:
+                hit = self._lookup_one(name, number, egress, packet).choose(identity == number, hit)
+        return hit
+
+    def side(self, ep: EbpfEndpoint, egress: int, remote: Value, packet: SymPacket) -> _Side:
+        """``__policy_can_access`` for one endpoint and direction (EbpfSimulator._direction)."""
+        l3 = self.lookup(ep.policy_map, remote, egress, packet)
+        l4 = self.lookup(ep.policy_map, 0, egress, packet)
+        final_l3 = and_(l3.found, l3.deny)
+        better = and_(l4.found, or_(l4.deny, not_(l3.found), z3.UGT(l4.priority, l3.priority),
+                                    and_(l4.priority == l3.priority, z3.UGT(l4.prefix, l3.prefix))))
+        chosen = l4.choose(and_(not_(final_l3), better), l3)
+        dropped = or_(not_(chosen.found), chosen.deny)
+        return _Side(dropped, ite(dropped, z3.BitVecVal(0, 16), chosen.proxy))
+
+    # --- one flow ------------------------------------------------------------------------------------
+
+    def _endpoint_side(self, address: Value, family: int, egress: int, remote_address: Value,
+                       packet: SymPacket, candidates: Sequence[EbpfEndpoint]) -> _Side:
+        """The side of whichever endpoint owns ``address`` (none: no side)."""
+        if isinstance(address, int):
+            from verifier.encoding.terms import address_of
+
+            ep = self.art.by_address.get(address_of(address, family))
+            if ep is None:
+                return _NO_SIDE
+            return self.side(ep, egress, self.identity(remote_address, family), packet)
+        remote = self.identity(remote_address, family)
+        groups: dict[tuple[object, ...], list[EbpfEndpoint]] = {}
+        for ep in candidates:
+            groups.setdefault(self._map_shape(ep), []).append(ep)
+        dropped: Cond = False
+        proxy: z3.BitVecRef = z3.BitVecVal(0, 16)
+        for members in groups.values():
+            owns = or_(*(eq(address, int(ip)) for ep in members for ip in ep.ips if ip.version == family))
+            if owns is False:
+                continue
+            side = self.side(members[0], egress, remote, packet)
+            dropped = or_(and_(owns, side.dropped), dropped)
+            proxy = ite(owns, side.proxy, proxy)
+        return _Side(dropped, proxy)
+
+    def _map_shape(self, ep: EbpfEndpoint) -> tuple[object, ...]:
+        """Endpoints whose maps hold the same entries behave the same (the compiler shares them)."""
+        found = self._shapes.get(ep.policy_map)
+        if found is None:
+            entries = self.art.maps[ep.policy_map].entries
+            found = self._shapes[ep.policy_map] = tuple(sorted(
+                ((k.identity, k.egress, k.protocol, k.port, k.port_prefix), (e.deny, e.proxy_port, e.priority,
+                                                                             e.port_prefix))
+                for k, e in entries))
+        return found
+
+    def outcome(self, packet: SymPacket) -> z3.BitVecRef:
+        """The 18-bit outcome of ``packet`` (EbpfSimulator.evaluate)."""
+        family = packet.family
+        endpoints = [ep for ep in self.art.endpoints if any(ip.version == family for ip in ep.ips)]
+        egress = self._endpoint_side(packet.src, family, 1, packet.dst, packet, endpoints)
+        ingress = self._endpoint_side(packet.dst, family, 0, packet.src, packet, endpoints)
+        term = ite(egress.proxy != 0 if not _zero(egress.proxy) else False, redirected(egress.proxy),
+                   ite(ingress.proxy != 0 if not _zero(ingress.proxy) else False, redirected(ingress.proxy),
+                       outcome(KIND_ALLOWED)))
+        return ite(or_(egress.dropped, ingress.dropped), outcome(KIND_DROPPED), term)
+
+
+def _zero(term: z3.BitVecRef) -> bool:
+    return bool(z3.is_bv_value(term)) and term.as_long() == 0
+
+
+__all__ = ["EbpfEncoding"]

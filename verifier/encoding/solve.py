@@ -1,0 +1,89 @@
+"""Slices of the flow space as Z3 domains, and the one question every proof asks of them.
+
+A :class:`verifier.proofs.slices.Slice` says which address is fixed and which is free (and what
+a free one may not be); here it becomes a :class:`SymPacket` and a domain constraint. The
+question is :func:`differ`: is there a packet in the domain on which two outcome terms disagree?
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import z3
+
+from verifier.encoding.terms import Cond, SymPacket, Value, and_, in_network, not_, or_
+from verifier.proofs.slices import ICMP_NUMBER, PORT_PROTOCOLS, Slice
+
+_LOOPBACK = {4: "127.0.0.0/8", 6: "::1/128"}
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A packet on which the two terms differ: field values and both outcomes."""
+
+    src: int
+    dst: int
+    protocol: int
+    port: int
+    left: int
+    right: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """``same`` (proved for the whole slice), ``differ`` (with a witness) or ``unknown`` (reason)."""
+
+    status: str
+    witness: Witness | None = None
+    reason: str = ""
+
+
+def packet_of(piece: Slice) -> tuple[SymPacket, Cond]:
+    """The symbolic packet of a slice and the constraint its free fields must satisfy."""
+    import ipaddress
+
+    width = 32 if piece.family == 4 else 128
+    src: Value = piece.src if piece.src is not None else z3.BitVec("src", width)
+    dst: Value = piece.dst if piece.dst is not None else z3.BitVec("dst", width)
+    protocol = z3.BitVec("protocol", 8)
+    dport = z3.BitVec("port", 16)
+    icmp = ICMP_NUMBER[piece.family]
+    conds: list[Cond] = [
+        or_(*(protocol == p for p in (*PORT_PROTOCOLS, icmp))),
+        or_(protocol != icmp, z3.ULE(dport, 255)),
+    ]
+    loopback = ipaddress.ip_network(_LOOPBACK[piece.family])
+    for value, excluded in ((src, piece.src_not), (dst, piece.dst_not)):
+        if isinstance(value, int):
+            continue
+        conds.append(not_(in_network(value, loopback)))
+        conds.extend(value != a for a in sorted(excluded))
+    if not isinstance(src, int) and not isinstance(dst, int):
+        conds.append(src != dst)
+    from verifier.simulate.iptables_flow import EPHEMERAL_PORT
+
+    return SymPacket(piece.family, src, dst, protocol, dport, EPHEMERAL_PORT), and_(*conds)
+
+
+def differ(left: z3.BitVecRef, right: z3.BitVecRef, packet: SymPacket, domain: Cond,
+           timeout_ms: int = 60_000) -> Answer:
+    """Search for a packet of the domain where ``left != right``; never ``same`` on a timeout."""
+    solver = z3.SolverFor("QF_BV")
+    solver.set("timeout", timeout_ms)
+    solver.add(domain if not isinstance(domain, bool) else z3.BoolVal(domain))
+    solver.add(left != right)
+    result = solver.check()
+    if result == z3.unsat:
+        return Answer("same")
+    if result == z3.unknown:
+        return Answer("unknown", reason=f"solver: {solver.reason_unknown()}")
+    model = solver.model()
+
+    def value(term: Value) -> int:
+        if isinstance(term, int):
+            return term
+        return model.eval(term, model_completion=True).as_long()  # type: ignore[no-any-return]
+
+    witness = Witness(value(packet.src), value(packet.dst), value(packet.protocol), value(packet.dport),
+                      value(left), value(right))
+    return Answer("differ", witness)

@@ -1,0 +1,73 @@
+"""Each target's outcome formula, built from its artifact files, behind one interface.
+
+A proof process holds one :class:`TargetEncodings` per artifact set and asks it, slice by slice,
+whether two targets can disagree. Adding a target means adding its builder to :data:`BUILDERS`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+
+import z3
+
+from verifier.encoding.ebpf import EbpfEncoding
+from verifier.encoding.iptables import IptablesEncoding, Unencodable
+from verifier.encoding.solve import Answer, differ, packet_of
+from verifier.encoding.terms import SymPacket
+from verifier.proofs.slices import Slice
+
+Outcome = Callable[[SymPacket, Slice], z3.BitVecRef]
+
+
+def _iptables(files: Mapping[str, str], node_ip: str) -> Outcome:
+    from compiler.targets.iptables import marks
+    from verifier.artifacts import read_ipsets, read_iptables
+
+    encodings: dict[int, IptablesEncoding] = {}
+    node = frozenset({int(ipaddress.ip_address(node_ip))})
+    for family in (4, 6):
+        rules = files.get(f"rules.v{family}")
+        if rules is not None:
+            ruleset = read_iptables(rules, f"iptables/rules.v{family}", family)
+            ipsets = read_ipsets(files.get(f"ipsets.v{family}", ""), f"iptables/ipsets.v{family}")
+            encodings[family] = IptablesEncoding(ruleset, ipsets, node, (marks.PROXY, marks.PROXY))
+
+    def outcome(packet: SymPacket, piece: Slice) -> z3.BitVecRef:
+        enc = encodings.get(packet.family)
+        if enc is None:
+            from verifier.encoding.terms import KIND_ALLOWED
+            from verifier.encoding.terms import outcome as constant
+
+            return constant(KIND_ALLOWED)  # no rules of this family were emitted: nothing filters it
+        return enc.outcome(packet, piece.local_src, piece.local_dst)
+
+    return outcome
+
+
+def _ebpf(files: Mapping[str, str], node_ip: str) -> Outcome:
+    from verifier.simulate.ebpf import EbpfArtifacts
+
+    enc = EbpfEncoding(EbpfArtifacts(files))
+    return lambda packet, _piece: enc.outcome(packet)
+
+
+#: target → builder of its outcome formula from ``OUT/<target>/`` files and the node address.
+BUILDERS: dict[str, Callable[[Mapping[str, str], str], Outcome]] = {"iptables": _iptables, "ebpf": _ebpf}
+
+
+class TargetEncodings:
+    """The outcome formulas of the targets in ``files`` (target → relative path → text)."""
+
+    def __init__(self, files: Mapping[str, Mapping[str, str]], node_ip: str) -> None:
+        self.outcomes = {name: BUILDERS[name](texts, node_ip) for name, texts in files.items() if name in BUILDERS}
+
+    def compare(self, left: str, right: str, piece: Slice, timeout_ms: int) -> Answer:
+        """Can ``left`` and ``right`` give different outcomes to a packet of ``piece``?"""
+        packet, domain = packet_of(piece)
+        try:
+            a = self.outcomes[left](packet, piece)
+            b = self.outcomes[right](packet, piece)
+        except Unencodable as err:
+            return Answer("unknown", reason=str(err))
+        return differ(a, b, packet, domain, timeout_ms)

@@ -1,0 +1,154 @@
+"""The symbolic packet, partly concrete conditions, and the outcome both targets are compared on.
+
+A proof asks one question per *slice* of the flow space (DESIGN.md §5): for every packet whose
+fields satisfy the slice's domain, do two artifacts give the same outcome? A field a slice fixes
+(the destination endpoint's address, say) is a Python int, so every condition on it is decided
+while the formula is built and whole chains or maps drop out; only the free fields become Z3
+variables. :data:`Cond` is therefore ``bool | z3.BoolRef`` and the helpers here fold constants.
+
+The outcome is one 18-bit vector: the kind in bits 16-17 (0 dropped, 1 allowed, 2 redirected)
+and the proxy port in bits 0-15, so "same verdict and same proxy port" is one equality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import TypeAlias
+
+import z3
+
+from verifier.artifacts.models import IPNetwork
+
+Cond: TypeAlias = bool | z3.BoolRef
+Value: TypeAlias = int | z3.BitVecRef
+
+OUTCOME_BITS = 18
+KIND_DROPPED, KIND_ALLOWED, KIND_REDIRECTED = 0, 1, 2
+KIND_NAMES = {KIND_DROPPED: "dropped", KIND_ALLOWED: "allowed", KIND_REDIRECTED: "redirected"}
+
+
+def outcome(kind: int, proxy_port: int = 0) -> z3.BitVecRef:
+    return z3.BitVecVal(kind << 16 | proxy_port, OUTCOME_BITS)
+
+
+def redirected(port: Value) -> z3.BitVecRef:
+    """Redirected to ``port`` (a 16-bit term or int)."""
+    if isinstance(port, int):
+        return outcome(KIND_REDIRECTED, port)
+    return z3.Concat(z3.BitVecVal(KIND_REDIRECTED, 2), port)
+
+
+def decode_outcome(value: int) -> tuple[str, int | None]:
+    """``(kind, proxy port)`` as :class:`verifier.simulate.targets.TargetAnswer.verdict` spells it."""
+    kind = KIND_NAMES.get(value >> 16, f"kind {value >> 16}")
+    return kind, (value & 0xFFFF if kind == "redirected" else None)
+
+
+# --- conditions that fold when concrete --------------------------------------------------------
+
+def is_concrete(value: Value) -> bool:
+    return isinstance(value, int)
+
+
+def and_(*conds: Cond) -> Cond:
+    rest: list[z3.BoolRef] = []
+    for c in conds:
+        if c is False:
+            return False
+        if c is not True:
+            rest.append(c)
+    if not rest:
+        return True
+    return rest[0] if len(rest) == 1 else z3.And(*rest)
+
+
+def or_(*conds: Cond) -> Cond:
+    rest: list[z3.BoolRef] = []
+    for c in conds:
+        if c is True:
+            return True
+        if c is not False:
+            rest.append(c)
+    if not rest:
+        return False
+    return rest[0] if len(rest) == 1 else z3.Or(*rest)
+
+
+def not_(cond: Cond) -> Cond:
+    if isinstance(cond, bool):
+        return not cond
+    return z3.Not(cond)
+
+
+def eq(value: Value, constant: int) -> Cond:
+    if isinstance(value, int):
+        return value == constant
+    return value == constant
+
+
+def in_range(value: Value, lo: int, hi: int) -> Cond:
+    """``lo <= value <= hi`` (unsigned)."""
+    if isinstance(value, int):
+        return lo <= value <= hi
+    if lo == hi:
+        return value == lo
+    parts: list[Cond] = []
+    if lo > 0:
+        parts.append(z3.UGE(value, lo))
+    if hi < (1 << value.size()) - 1:
+        parts.append(z3.ULE(value, hi))
+    return and_(*parts)
+
+
+def top_bits(value: Value, width: int, bits: int, constant: int) -> Cond:
+    """The top ``bits`` of the ``width``-bit ``value`` equal those of ``constant``."""
+    if bits == 0:
+        return True
+    shift = width - bits
+    if isinstance(value, int):
+        return value >> shift == constant >> shift
+    return z3.Extract(width - 1, shift, value) == constant >> shift
+
+
+def in_network(address: Value, network: IPNetwork) -> Cond:
+    return top_bits(address, network.max_prefixlen, network.prefixlen, int(network.network_address))
+
+
+def ite(cond: Cond, then: z3.BitVecRef, otherwise: z3.BitVecRef) -> z3.BitVecRef:
+    if cond is True:
+        return then
+    if cond is False:
+        return otherwise
+    return z3.If(cond, then, otherwise)
+
+
+# --- the packet ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SymPacket:
+    """The first packet of a connection: addresses of one family, protocol, destination port (the
+    ICMP type for ICMP, code 0), source port fixed (verifier/simulate/iptables_flow.EPHEMERAL_PORT)."""
+
+    family: int
+    src: Value
+    dst: Value
+    protocol: Value
+    dport: Value
+    sport: int
+
+    @property
+    def width(self) -> int:
+        return 32 if self.family == 4 else 128
+
+
+def address_var(name: str, family: int) -> z3.BitVecRef:
+    return z3.BitVec(name, 32 if family == 4 else 128)
+
+
+def address_of(value: int, family: int) -> IPv4Address | IPv6Address:
+    return IPv4Address(value) if family == 4 else IPv6Address(value)
+
+
+def address_value(text: str) -> int:
+    return int(ip_address(text))

@@ -1,0 +1,78 @@
+"""What a proof returns, and what it is given.
+
+Every proof ends in exactly one of three verdicts (DESIGN.md §5):
+
+- ``proved``: the solver showed that no packet of any slice tells the two sides apart;
+- ``counterexample``: a concrete flow on which they differ, replayed through both simulators so
+  that the difference is shown with both traces (a witness the simulators do not confirm is not a
+  counterexample: it makes the proof ``unknown``);
+- ``unknown``: something was not decided (a solver timeout, a construct not encoded), with why.
+  A timeout is never ``proved``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from compiler.cluster import Cluster
+
+
+class Status(str, Enum):
+    PROVED = "proved"
+    COUNTEREXAMPLE = "counterexample"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side's answer for the counterexample flow: verdict, detail, trace."""
+
+    name: str
+    verdict: str
+    trace: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Counterexample:
+    """A flow on which the two sides differ, in the slice where it was found."""
+
+    slice: str
+    flow: str  # "10.0.0.1 -> 10.0.0.2 TCP/80"
+    sides: tuple[Side, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"slice": self.slice, "flow": self.flow,
+                "sides": [{"name": s.name, "verdict": s.verdict, "trace": list(s.trace)} for s in self.sides]}
+
+
+@dataclass(frozen=True)
+class ProofResult:
+    """One proof's verdict over all its slices."""
+
+    name: str
+    claim: str
+    status: Status
+    slices: int
+    seconds: float
+    counterexamples: tuple[Counterexample, ...] = ()
+    unknown: tuple[str, ...] = ()  # "slice: reason"
+    skipped: str = ""  # why the proof did not apply (no such artifacts); status is then proved vacuously
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "claim": self.claim, "status": self.status.value, "slices": self.slices,
+                "seconds": round(self.seconds, 3), "skipped": self.skipped or None,
+                "counterexamples": [c.to_json() for c in self.counterexamples], "unknown": list(self.unknown)}
+
+
+@dataclass(frozen=True)
+class ProofContext:
+    """What a proof may use: the artifact files (target → relative path → text), the cluster they
+    were compiled for, how many processes to use, and where to report progress."""
+
+    files: Mapping[str, Mapping[str, str]]
+    cluster: Cluster
+    jobs: int = 1
+    progress: Callable[[str, int, int], None] = field(default=lambda _name, _done, _total: None)

@@ -1,0 +1,117 @@
+"""Running a target-against-target proof: slices, worker processes, and replaying witnesses.
+
+The slices are independent, so they are spread over ``ctx.jobs`` processes; each process builds
+the formulas once from the artifact texts (Z3 objects do not cross process boundaries). A witness
+the solver finds is replayed through both targets' simulators: only a difference the simulators
+confirm is reported as a counterexample, with both traces.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from compiler.cluster import Cluster
+from compiler.flow import Flow, Protocol
+from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, Status
+from verifier.proofs.slices import Slice, slices
+
+TIMEOUT_MS = 60_000
+SHOWN = 5  # counterexamples kept per proof (the first ones, in slice order)
+
+_WORKER: Any = None
+
+
+def cluster_slices(cluster: Cluster) -> list[Slice]:
+    """Every slice of the families the cluster's endpoints (or node) have addresses in."""
+    node = ipaddress.ip_address(cluster.node_ip)
+    out: list[Slice] = []
+    for family in (4, 6):
+        eps = [(ep.key, int(a)) for ep in cluster.endpoints for a in ep.addresses if a.version == family]
+        if not eps and node.version != family:
+            continue
+        out.extend(slices(family, eps, int(node) if node.version == family else None))
+    return out
+
+
+def _init(files: Mapping[str, Mapping[str, str]], node_ip: str) -> None:
+    global _WORKER
+    from verifier.encoding.targets import TargetEncodings
+
+    _WORKER = TargetEncodings(files, node_ip)
+
+
+def _check(job: tuple[str, str, Slice]) -> tuple[Slice, str, Any, str]:
+    left, right, piece = job
+    answer = _WORKER.compare(left, right, piece, TIMEOUT_MS)
+    return piece, answer.status, answer.witness, answer.reason
+
+
+def _answers(left: str, right: str, pieces: list[Slice], ctx: ProofContext) -> Iterable[tuple[Slice, str, Any, str]]:
+    jobs = [(left, right, piece) for piece in pieces]
+    if ctx.jobs <= 1 or len(pieces) < 8:
+        _init(ctx.files, ctx.cluster.node_ip)
+        yield from map(_check, jobs)
+        return
+    with ProcessPoolExecutor(ctx.jobs, initializer=_init, initargs=(ctx.files, ctx.cluster.node_ip)) as pool:
+        yield from pool.map(_check, jobs, chunksize=max(1, len(jobs) // (ctx.jobs * 8)))
+
+
+def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofContext) -> ProofResult:
+    """Prove ``left`` ≡ ``right`` on every slice of the cluster."""
+    started = time.perf_counter()
+    missing = [t for t in (left, right) if t not in ctx.files]
+    if missing:
+        return ProofResult(name, claim, Status.UNKNOWN, 0, 0.0, unknown=(f"no {missing[0]} artifacts",))
+    pieces = cluster_slices(ctx.cluster)
+    found: list[Counterexample] = []
+    unknown: list[str] = []
+    differing = 0
+    sims = None
+    for done, (piece, status, witness, reason) in enumerate(_answers(left, right, pieces, ctx), 1):
+        ctx.progress(name, done, len(pieces))
+        if status == "unknown":
+            unknown.append(f"{piece.name}: {reason}")
+        elif status == "differ":
+            differing += 1
+            if len(found) >= SHOWN:
+                continue
+            if sims is None:
+                from verifier.simulate.targets import simulators
+
+                sims = simulators({t: ctx.files[t] for t in (left, right)}, ctx.cluster)
+            example = _replay(piece, witness, left, right, sims)
+            if example is None:
+                unknown.append(f"{piece.name}: the formulas differ on {_flow_text(piece, witness)} but the "
+                               "simulators agree there (an encoding fault; not reported as a counterexample)")
+            else:
+                found.append(example)
+    status_ = Status.COUNTEREXAMPLE if found else Status.UNKNOWN if unknown else Status.PROVED
+    if differing > len(found) and found:
+        unknown.append(f"{differing} slice(s) differ; the first {len(found)} are shown")
+    return ProofResult(name, claim, status_, len(pieces), time.perf_counter() - started, tuple(found),
+                       tuple(unknown))
+
+
+def _flow_of(piece: Slice, witness: Any) -> Flow:
+    def address(value: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.IPv4Address(value) if piece.family == 4 else ipaddress.IPv6Address(value)
+
+    return Flow(address(witness.src), address(witness.dst), Protocol(witness.protocol), witness.port)
+
+
+def _flow_text(piece: Slice, witness: Any) -> str:
+    flow = _flow_of(piece, witness)
+    return f"{flow.src} -> {flow.dst} {flow.protocol.name}/{flow.port}"
+
+
+def _replay(piece: Slice, witness: Any, left: str, right: str, sims: Mapping[str, Any]) -> Counterexample | None:
+    flow = _flow_of(piece, witness)
+    answers = [sims[t].answer(flow) for t in (left, right)]
+    if answers[0].verdict == answers[1].verdict:
+        return None
+    sides = tuple(Side(t, str(a), tuple(a.trace)) for t, a in zip((left, right), answers, strict=True))
+    return Counterexample(piece.name, _flow_text(piece, witness), sides)
