@@ -42,9 +42,14 @@ class Counterexample:
     slice: str
     flow: str  # "10.0.0.1 -> 10.0.0.2 TCP/80"
     sides: tuple[Side, ...]
+    src: str = ""
+    dst: str = ""
+    protocol: str = ""  # Protocol name: TCP, UDP, SCTP, ICMP, ICMPV6
+    port: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"slice": self.slice, "flow": self.flow,
+        return {"slice": self.slice, "flow": self.flow, "src": self.src, "dst": self.dst,
+                "protocol": self.protocol, "port": self.port,
                 "sides": [{"name": s.name, "verdict": s.verdict, "trace": list(s.trace)} for s in self.sides]}
 
 

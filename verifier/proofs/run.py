@@ -114,4 +114,5 @@ def _replay(piece: Slice, witness: Any, left: str, right: str, sims: Mapping[str
     if answers[0].verdict == answers[1].verdict:
         return None
     sides = tuple(Side(t, str(a), tuple(a.trace)) for t, a in zip((left, right), answers, strict=True))
-    return Counterexample(piece.name, _flow_text(piece, witness), sides)
+    return Counterexample(piece.name, _flow_text(piece, witness), sides, str(flow.src), str(flow.dst),
+                          flow.protocol.name, flow.port)

@@ -1,0 +1,72 @@
+"""Counterexamples are real: the kernel, running the corrupted artifact, does what the proof says.
+
+For each mutation of tests/test_verify_targets.py the proof's counterexample flow is replayed in
+the testbed with the corrupted target loaded (iptables rules and ipsets, or the eBPF maps under
+the TC program): the real packet must meet the corrupted target's verdict, which differs from the
+untouched target's. A witness address no testbed namespace owns is moved to the world namespace,
+so the testbed is built with the witness's outside addresses in its world namespace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from compiler.flow import Flow, PortSpec, Protocol
+from compiler.inputs import load_inputs
+from tests.test_verify_targets import MUTATIONS, ROOT, _files, _prove
+from verifier.kernel import Testbed, kernel_unavailable_reason, probe_flows
+from verifier.kernel.bpf import ebpf_unavailable_reason
+from verifier.kernel.load_ebpf import load_ebpf
+from verifier.kernel.load_iptables import load_iptables
+from verifier.proofs import Status
+from verifier.simulate.targets import simulators
+
+pytestmark = pytest.mark.kernel
+
+WORLD = ("203.0.113.5", "198.51.100.7")
+
+
+def _corrupted_target(files: dict[str, dict[str, str]], mutated: dict[str, dict[str, str]]) -> str:
+    changed = [t for t in files if files[t] != mutated[t]]
+    assert len(changed) == 1
+    return changed[0]
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_the_kernel_confirms_the_counterexample(mutation: str, tmp_path: Path) -> None:
+    tools = ["iptables-restore", "ipset", "clang", "bpftool", "tc"]
+    reason = kernel_unavailable_reason(tools) or ebpf_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    example, mutate = MUTATIONS[mutation]
+    inputs = load_inputs([str(ROOT / "examples" / example)])
+    files = _files(inputs)
+    mutated = mutate(files)
+    target = _corrupted_target(files, mutated)
+    result = _prove(mutated, inputs)
+    assert result.status is Status.COUNTEREXAMPLE
+    found = result.counterexamples[0]
+    flow = Flow(ipaddress.ip_address(found.src), ipaddress.ip_address(found.dst), Protocol[found.protocol], found.port)
+    if flow.protocol not in (Protocol.TCP, Protocol.UDP):
+        pytest.skip(f"the counterexample is {flow.protocol.name}; kernel probes cover TCP and UDP (no SCTP sockets)")
+    owned = {str(a) for ep in inputs.cluster.endpoints for a in ep.addresses} | {inputs.cluster.node_ip}
+    world = sorted({*WORLD, *(str(a) for a in (flow.src, flow.dst) if str(a) not in owned)})
+    sims = simulators(mutated, inputs.cluster)
+    corrupted, other = sims[target].answer(flow), sims["ebpf" if target == "iptables" else "iptables"].answer(flow)
+    assert corrupted.verdict != other.verdict
+    assert corrupted.allowed != other.allowed, "these mutations change whether the flow connects"
+    out = tmp_path / target
+    out.mkdir()
+    for name, text in mutated[target].items():
+        (out / name).write_text(text)
+    with Testbed(inputs.cluster, ports=[PortSpec(flow.port, flow.protocol)], world=world) as tb:
+        if target == "iptables":
+            load_iptables(tb, mutated[target])
+            got = probe_flows(tb, [flow])[0]
+        else:
+            with load_ebpf(tb, tmp_path):
+                got = probe_flows(tb, [flow])[0]
+    assert got.ok == corrupted.allowed, f"{flow}: kernel {got}, corrupted {target} simulates {corrupted}"
