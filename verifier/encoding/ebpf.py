@@ -25,6 +25,7 @@ from verifier.encoding.terms import (
     Cond,
     SymPacket,
     Value,
+    address_of,
     and_,
     eq,
     in_network,
@@ -100,8 +101,6 @@ class EbpfEncoding:
     def identity(self, address: Value, family: int) -> Value:
         """The ipcache identity of ``address`` (an int when the address is fixed)."""
         if isinstance(address, int):
-            from verifier.encoding.terms import address_of
-
             return self.art.ipcache.lookup(address_of(address, family))
         entries = sorted((e for e in self.art.ipcache.entries if e.network.version == family),
                          key=lambda e: (-e.network.prefixlen, int(e.network.network_address)))
@@ -165,8 +164,6 @@ class EbpfEncoding:
                        packet: SymPacket, candidates: Sequence[EbpfEndpoint]) -> _Side:
         """The side of whichever endpoint owns ``address`` (none: no side)."""
         if isinstance(address, int):
-            from verifier.encoding.terms import address_of
-
             ep = self.art.by_address.get(address_of(address, family))
             if ep is None:
                 return _NO_SIDE

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 import z3
 
@@ -68,8 +68,6 @@ from verifier.encoding.terms import (
 )
 
 _MAX_DEPTH = 64
-_PORT_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136}
-_LOOPBACK = {4: (0x7F000000, 8), 6: (1, 128)}
 
 
 class Unencodable(Exception):
@@ -88,16 +86,21 @@ class _State:
 
 
 Exit = tuple[Literal["ACCEPT", "DROP", "TPROXY"], _State]
+K = TypeVar("K")
 Exits = dict[Exit, Cond]
 
 
+def _add(into: dict[K, Cond], key: K, cond: Cond) -> None:
+    """``key`` is also reached under ``cond`` (a path disjoint from those ``into`` holds)."""
+    if cond is False:
+        return
+    into[key] = or_(into[key], cond) if key in into else cond
+
+
 def _merge(into: Exits, cond: Cond, exits: Exits) -> None:
-    """Add ``exits`` taken under ``cond`` (disjoint from what ``into`` holds so far)."""
+    """Add ``exits`` taken under ``cond``."""
     for key, c in exits.items():
-        both = and_(cond, c)
-        if both is False:
-            continue
-        into[key] = or_(into[key], both) if key in into else both
+        _add(into, key, and_(cond, c))
 
 
 class IptablesEncoding:
@@ -140,12 +143,12 @@ class IptablesEncoding:
                 rerouted = route is not None and (state.mark & route[1]) == route[0]
                 if not dropped and (local_dst or rerouted):
                     for (dropped2, state2), cond2 in run.inbound(state, local_dst).items():
-                        _add_final(finals, _final(dropped2, state2), and_(cond, cond2))
+                        _add(finals, _final(dropped2, state2), and_(cond, cond2))
                 else:
-                    _add_final(finals, _final(dropped, state), cond)
+                    _add(finals, _final(dropped, state), cond)
         else:
             for (dropped, state), cond in run.inbound(start, local_dst).items():
-                _add_final(finals, _final(dropped, state), cond)
+                _add(finals, _final(dropped, state), cond)
         return _as_term(finals)
 
 
@@ -155,12 +158,6 @@ def _final(dropped: bool, state: _State) -> tuple[int, int]:
     if state.tproxy_port is not None:
         return (KIND_REDIRECTED, state.tproxy_port)
     return (KIND_ALLOWED, 0)
-
-
-def _add_final(finals: dict[tuple[int, int], Cond], key: tuple[int, int], cond: Cond) -> None:
-    if cond is False:
-        return
-    finals[key] = or_(finals[key], cond) if key in finals else cond
 
 
 def _as_term(finals: dict[tuple[int, int], Cond]) -> z3.BitVecRef:
@@ -415,11 +412,9 @@ class _Traversal:
                     continue
                 if proto in PORTLESS_PROTOCOLS:
                     guard = and_(eq(p.protocol, number), eq(p.dport, port >> 8), port & 0xFF == 0)
-                elif proto in _PORT_PROTOCOLS:
+                else:  # the other set protocols all carry ports (tcp, udp, sctp, udplite)
                     value = p.sport if flags[1] == "src" else p.dport
                     guard = and_(eq(p.protocol, number), eq(value, port))
-                else:
-                    continue
             if guard is False:
                 continue
             yes, no = _longest_prefix(address, members)
@@ -446,12 +441,6 @@ def _longest_prefix(address: Value, members: list[SetMember]) -> tuple[Cond, Con
         if undecided is False:
             break
     return yes, no
-
-
-def _add(into: dict[tuple[bool, _State], Cond], key: tuple[bool, _State], cond: Cond) -> None:
-    if cond is False:
-        return
-    into[key] = or_(into[key], cond) if key in into else cond
 
 
 __all__ = ["OUTCOME_BITS", "IptablesEncoding", "Unencodable"]

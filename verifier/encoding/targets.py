@@ -14,7 +14,8 @@ import z3
 from verifier.encoding.ebpf import EbpfEncoding
 from verifier.encoding.iptables import IptablesEncoding, Unencodable
 from verifier.encoding.solve import Answer, differ, packet_of
-from verifier.encoding.terms import SymPacket
+from verifier.encoding.terms import KIND_ALLOWED, SymPacket
+from verifier.encoding.terms import outcome as outcome_constant
 from verifier.proofs.slices import Slice
 
 Outcome = Callable[[SymPacket, Slice], z3.BitVecRef]
@@ -36,10 +37,7 @@ def _iptables(files: Mapping[str, str], node_ip: str) -> Outcome:
     def outcome(packet: SymPacket, piece: Slice) -> z3.BitVecRef:
         enc = encodings.get(packet.family)
         if enc is None:
-            from verifier.encoding.terms import KIND_ALLOWED
-            from verifier.encoding.terms import outcome as constant
-
-            return constant(KIND_ALLOWED)  # no rules of this family were emitted: nothing filters it
+            return outcome_constant(KIND_ALLOWED)  # no rules of this family were emitted: nothing filters it
         return enc.outcome(packet, piece.local_src, piece.local_dst)
 
     return outcome
