@@ -32,6 +32,8 @@ from compiler.source import InputError, InputErrors, NetpolcError
 from compiler.targets.base import TargetError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from compiler.inputs import Inputs
     from compiler.labels import LabelFilter
     from verifier.simulate.targets import TargetSimulator
@@ -163,9 +165,7 @@ def _target_simulators(args: argparse.Namespace, inputs: Inputs, names: Sequence
             directory = root / name
             if not directory.is_dir():
                 raise UsageError(f"--artifacts {root}: no {name}/ directory (run `netpolc compile -o {root}` first)")
-            files[name] = {
-                str(p.relative_to(directory)): p.read_text() for p in sorted(directory.rglob("*")) if p.is_file()
-            }
+            files[name] = _read_target_dir(directory)
             node = _scoped_node(files[name])
             if node is not None:
                 raise UsageError(f"--artifacts {root}: {name}/ was compiled with --node {node} and holds only that "
@@ -181,6 +181,11 @@ def _target_simulators(args: argparse.Namespace, inputs: Inputs, names: Sequence
         ir = build_ir(inputs, Profile(args.profile), _label_filter(args))
         files, _ = emit_targets(ir, names, TargetOptions(), progress=_progress)
     return simulators(files, inputs.cluster)
+
+
+def _read_target_dir(directory: Path) -> dict[str, str]:
+    """``OUT/<target>/`` as the simulators and proofs take it: relative path → text."""
+    return {str(p.relative_to(directory)): p.read_text() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def _scoped_node(files: Mapping[str, str]) -> str | None:
@@ -517,7 +522,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         from verifier.simulate.targets import simulators
 
-        simulators(files, inputs.cluster)  # every artifact parses before any proof starts
+        sims = simulators(files, inputs.cluster)  # every artifact parses before any proof starts
     except ValueError as err:
         raise UsageError(f"artifacts: {err}") from None
     wanted = proofs()
@@ -526,7 +531,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if unknown:
             raise UsageError(f"--proof {unknown[0]}: no such proof (proofs: {', '.join(wanted)})")
         wanted = {name: wanted[name] for name in args.proofs}
-    ctx = ProofContext(files, inputs.cluster, args.jobs, _slice_progress())
+    ctx = ProofContext(files, inputs.cluster, args.jobs, _slice_progress(), sims)
     results = []
     for name, prove in wanted.items():
         _progress(f"proving {name}")
@@ -579,8 +584,7 @@ def _verify_artifacts(args: argparse.Namespace, inputs: Inputs) -> dict[str, dic
     for name in VERIFY_TARGETS:
         directory = root / name
         if directory.is_dir():
-            files[name] = {str(p.relative_to(directory)): p.read_text()
-                           for p in sorted(directory.rglob("*")) if p.is_file()}
+            files[name] = _read_target_dir(directory)
             node = _scoped_node(files[name])
             if node is not None:
                 raise UsageError(f"--artifacts {root}: {name}/ was compiled with --node {node}; the proofs "
@@ -627,7 +631,7 @@ def cmd_testbed(args: argparse.Namespace) -> int:
         out = Path(tmp)
         compile_targets(inputs, ir, [args.target], out, TargetOptions(), progress=_progress)
         directory = out / args.target
-        files = {str(p.relative_to(directory)): p.read_text() for p in sorted(directory.rglob("*")) if p.is_file()}
+        files = _read_target_dir(directory)
         simulator = simulators({args.target: files}, cluster)[args.target]
         start = time.monotonic()
         with Testbed(cluster, ports=probed) as testbed:

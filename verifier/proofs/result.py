@@ -75,9 +75,11 @@ class ProofResult:
 @dataclass(frozen=True)
 class ProofContext:
     """What a proof may use: the artifact files (target → relative path → text), the cluster they
-    were compiled for, how many processes to use, and where to report progress."""
+    were compiled for, how many processes to use, where to report progress, and the targets'
+    simulators when the caller already built them (else they are built when a witness needs one)."""
 
     files: Mapping[str, Mapping[str, str]]
     cluster: Cluster
     jobs: int = 1
     progress: Callable[[str, int, int], None] = field(default=lambda _name, _done, _total: None)
+    simulators: Mapping[str, Any] | None = None

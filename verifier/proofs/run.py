@@ -70,7 +70,7 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
     found: list[Counterexample] = []
     unknown: list[str] = []
     differing = 0
-    sims = None
+    sims = ctx.simulators
     for done, (piece, status, witness, reason) in enumerate(_answers(left, right, pieces, ctx), 1):
         ctx.progress(name, done, len(pieces))
         if status == "unknown":
