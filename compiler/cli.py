@@ -512,7 +512,7 @@ VERIFY_TARGETS = ("iptables", "ebpf", "envoy")
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Prove the compiled artifacts equivalent (verifier/proofs): exit 0 proved, 1 counterexample, 3 unknown."""
-    from verifier.proofs import ProofContext, proofs
+    from verifier.proofs import ProofContext, SourceSpec, proofs
     from verifier.proofs.render import RENDERERS, exit_code
 
     if args.jobs < 1:
@@ -531,7 +531,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if unknown:
             raise UsageError(f"--proof {unknown[0]}: no such proof (proofs: {', '.join(wanted)})")
         wanted = {name: wanted[name] for name in args.proofs}
-    ctx = ProofContext(files, inputs.cluster, args.jobs, _slice_progress(), sims)
+    source = SourceSpec(inputs, Profile(args.profile), _label_filter(args))
+    ctx = ProofContext(files, inputs.cluster, args.jobs, _slice_progress(), sims, source)
     results = []
     for name, prove in wanted.items():
         _progress(f"proving {name}")

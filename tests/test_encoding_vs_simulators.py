@@ -3,6 +3,7 @@
 For each example and profile, every target's outcome formula is built over a fully free packet
 (the path a proof takes) and evaluated on concrete flows — pod pairs, the world, the node, many
 protocols and ports — and must equal the simulator's answer for that flow on the same artifacts.
+The source semantics' formula (verifier/encoding/source.py) must equal the reference evaluator.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from verifier.encoding.ebpf import EbpfEncoding
 from verifier.encoding.solve import packet_of
 from verifier.encoding.targets import TargetEncodings
 from verifier.encoding.terms import SymPacket, decode_outcome
-from verifier.proofs import ProofContext, Status, iptables_ebpf
+from verifier.proofs import ProofContext, SourceSpec, Status, ebpf_source, iptables_ebpf
 from verifier.proofs.slices import Slice
 from verifier.simulate.ebpf import EbpfArtifacts, EbpfSimulator
-from verifier.simulate.targets import simulators
+from verifier.simulate.targets import SourceSimulator, simulators
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
@@ -47,8 +48,8 @@ def test_formulas_evaluate_to_the_simulators_answers(example: Path, profile: Pro
     inputs = load_inputs([str(example)])
     files = emit_targets(build_ir(inputs, profile), ["iptables", "ebpf"])[0]
     cluster = inputs.cluster
-    sims = simulators(files, cluster)
-    encodings = TargetEncodings(files, cluster.node_ip)
+    sims = {**simulators(files, cluster), "source": SourceSimulator(inputs, profile)}
+    encodings = TargetEncodings(files, cluster.node_ip, SourceSpec(inputs, profile))
     node = int(cluster.node_address)
     pods = [int(a) for ep in cluster.endpoints for a in ep.addresses if a.version == 4]
     outside = [int(ipaddress.ip_address(a)) for a in OUTSIDE]
@@ -58,7 +59,7 @@ def test_formulas_evaluate_to_the_simulators_answers(example: Path, profile: Pro
                                                         (False, True, pods + outside, [node])):
         piece = Slice("free", 4, None, None, local_src, local_dst)
         packet, _ = packet_of(piece)
-        terms = {name: encodings.outcomes[name](packet, piece) for name in ("iptables", "ebpf")}
+        terms = {name: encodings.outcomes[name](packet, piece) for name in ("iptables", "ebpf", "source")}
         assert isinstance(packet.src, z3.BitVecRef) and isinstance(packet.dst, z3.BitVecRef)
         for src in sources:
             for dst in destinations:
@@ -92,8 +93,8 @@ def test_generated_policy_sets_formulas_match_simulators_and_the_targets_are_pro
         except (InputError, TargetError):
             continue  # refused inputs: covered by the targets' own property tests
         cluster = case.inputs.cluster
-        sims = simulators(files, cluster)
-        encodings = TargetEncodings(files, cluster.node_ip)
+        sims = {**simulators(files, cluster), "source": SourceSimulator(case.inputs, profile)}
+        encodings = TargetEncodings(files, cluster.node_ip, SourceSpec(case.inputs, profile))
         node = cluster.node_address
         terms: dict[tuple[int, bool, bool], tuple[SymPacket, dict[str, z3.BitVecRef]]] = {}
         for flow in case.flows:
@@ -104,7 +105,8 @@ def test_generated_policy_sets_formulas_match_simulators_and_the_targets_are_pro
             if key not in terms:
                 piece = Slice("free", family, None, None, key[1], key[2])
                 packet, _ = packet_of(piece)
-                terms[key] = (packet, {n: encodings.outcomes[n](packet, piece) for n in ("iptables", "ebpf")})
+                terms[key] = (packet, {n: encodings.outcomes[n](packet, piece)
+                                       for n in ("iptables", "ebpf", "source")})
             packet, outcomes = terms[key]
             width = 32 if family == 4 else 128
             values = [(packet.src, z3.BitVecVal(int(flow.src), width)),
@@ -115,8 +117,10 @@ def test_generated_policy_sets_formulas_match_simulators_and_the_targets_are_pro
                 value = z3.simplify(z3.substitute(term, *values))
                 assert decode_outcome(value.as_long()) == sims[name].answer(flow).verdict, \
                     f"{profile.value} {name} {flow}\n--- inputs ---\n{case.yaml}"
-        result = iptables_ebpf.prove(ProofContext(files, cluster, jobs=1))
-        assert result.status is Status.PROVED, f"{profile.value}: {result.to_json()}\n--- inputs ---\n{case.yaml}"
+        ctx = ProofContext(files, cluster, jobs=1, source=SourceSpec(case.inputs, profile))
+        for proof in (iptables_ebpf, ebpf_source):
+            result = proof.prove(ctx)
+            assert result.status is Status.PROVED, f"{profile.value}: {result.to_json()}\n--- inputs ---\n{case.yaml}"
         checked += 1
     assume(checked > 0)
 

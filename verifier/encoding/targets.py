@@ -2,6 +2,8 @@
 
 A proof process holds one :class:`TargetEncodings` per artifact set and asks it, slice by slice,
 whether two targets can disagree. Adding a target means adding its builder to :data:`BUILDERS`.
+The source semantics (:mod:`verifier.encoding.source`) takes part as one more side, ``source``,
+when the policies are given.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from verifier.encoding.iptables import IptablesEncoding, Unencodable
 from verifier.encoding.solve import Answer, differ, packet_of
 from verifier.encoding.terms import KIND_ALLOWED, SymPacket
 from verifier.encoding.terms import outcome as outcome_constant
+from verifier.proofs.result import SourceSpec
 from verifier.proofs.slices import Slice
 
 Outcome = Callable[[SymPacket, Slice], z3.BitVecRef]
+
+#: The name the source semantics goes by among the targets.
+SOURCE = "source"
 
 
 def _iptables(files: Mapping[str, str], node_ip: str) -> Outcome:
@@ -57,8 +63,12 @@ BUILDERS: dict[str, Callable[[Mapping[str, str], str], Outcome]] = {"iptables": 
 class TargetEncodings:
     """The outcome formulas of the targets in ``files`` (target → relative path → text)."""
 
-    def __init__(self, files: Mapping[str, Mapping[str, str]], node_ip: str) -> None:
+    def __init__(self, files: Mapping[str, Mapping[str, str]], node_ip: str, source: SourceSpec | None = None) -> None:
         self.outcomes = {name: BUILDERS[name](texts, node_ip) for name, texts in files.items() if name in BUILDERS}
+        if source is not None:
+            from verifier.encoding.source import SourceEncoding
+
+            self.outcomes[SOURCE] = SourceEncoding(source.inputs, source.profile, source.label_filter).outcome
 
     def compare(self, left: str, right: str, piece: Slice, timeout_ms: int) -> Answer:
         """Can ``left`` and ``right`` give different outcomes to a packet of ``piece``?"""

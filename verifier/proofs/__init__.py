@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import ModuleType
 
-from verifier.proofs import iptables_ebpf
-from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, Status
+from verifier.proofs import ebpf_source, iptables_ebpf, iptables_source
+from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, SourceSpec, Status
 
-PROOFS: tuple[ModuleType, ...] = (iptables_ebpf,)
+PROOFS: tuple[ModuleType, ...] = (iptables_ebpf, ebpf_source, iptables_source)
 
 
 def proofs() -> dict[str, Callable[[ProofContext], ProofResult]]:
@@ -21,4 +21,4 @@ def proofs() -> dict[str, Callable[[ProofContext], ProofResult]]:
     return {module.NAME: module.prove for module in PROOFS}
 
 
-__all__ = ["PROOFS", "Counterexample", "ProofContext", "ProofResult", "Side", "Status", "proofs"]
+__all__ = ["PROOFS", "Counterexample", "ProofContext", "ProofResult", "Side", "SourceSpec", "Status", "proofs"]

@@ -18,6 +18,9 @@ from enum import Enum
 from typing import Any
 
 from compiler.cluster import Cluster
+from compiler.flow import Profile
+from compiler.inputs import Inputs
+from compiler.labels import LabelFilter
 
 
 class Status(str, Enum):
@@ -73,13 +76,24 @@ class ProofResult:
 
 
 @dataclass(frozen=True)
+class SourceSpec:
+    """The parsed policies and the profile whose semantics the "target ≡ source" proofs use."""
+
+    inputs: Inputs
+    profile: Profile
+    label_filter: LabelFilter | None = None
+
+
+@dataclass(frozen=True)
 class ProofContext:
     """What a proof may use: the artifact files (target → relative path → text), the cluster they
     were compiled for, how many processes to use, where to report progress, and the targets'
-    simulators when the caller already built them (else they are built when a witness needs one)."""
+    simulators when the caller already built them (else they are built when a witness needs one),
+    and the source policies (without them, the proofs against the source are ``unknown``)."""
 
     files: Mapping[str, Mapping[str, str]]
     cluster: Cluster
     jobs: int = 1
     progress: Callable[[str, int, int], None] = field(default=lambda _name, _done, _total: None)
     simulators: Mapping[str, Any] | None = None
+    source: SourceSpec | None = None

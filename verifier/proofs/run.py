@@ -16,9 +16,10 @@ from typing import Any
 
 from compiler.cluster import Cluster
 from compiler.flow import Flow, Protocol
-from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, Status
+from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, SourceSpec, Status
 from verifier.proofs.slices import Slice, slices
 
+SOURCE = "source"  # the source semantics' name among the sides (verifier.encoding.targets.SOURCE)
 TIMEOUT_MS = 60_000
 SHOWN = 5  # counterexamples kept per proof (the first ones, in slice order)
 
@@ -37,11 +38,11 @@ def cluster_slices(cluster: Cluster) -> list[Slice]:
     return out
 
 
-def _init(files: Mapping[str, Mapping[str, str]], node_ip: str) -> None:
+def _init(files: Mapping[str, Mapping[str, str]], node_ip: str, source: SourceSpec | None) -> None:
     global _WORKER
     from verifier.encoding.targets import TargetEncodings
 
-    _WORKER = TargetEncodings(files, node_ip)
+    _WORKER = TargetEncodings(files, node_ip, source)
 
 
 def _check(job: tuple[str, str, Slice]) -> tuple[Slice, str, Any, str]:
@@ -52,20 +53,25 @@ def _check(job: tuple[str, str, Slice]) -> tuple[Slice, str, Any, str]:
 
 def _answers(left: str, right: str, pieces: list[Slice], ctx: ProofContext) -> Iterable[tuple[Slice, str, Any, str]]:
     jobs = [(left, right, piece) for piece in pieces]
+    source = ctx.source if SOURCE in (left, right) else None
+    files = {t: ctx.files[t] for t in (left, right) if t in ctx.files}
     if ctx.jobs <= 1 or len(pieces) < 8:
-        _init(ctx.files, ctx.cluster.node_ip)
+        _init(files, ctx.cluster.node_ip, source)
         yield from map(_check, jobs)
         return
-    with ProcessPoolExecutor(ctx.jobs, initializer=_init, initargs=(ctx.files, ctx.cluster.node_ip)) as pool:
+    with ProcessPoolExecutor(ctx.jobs, initializer=_init, initargs=(files, ctx.cluster.node_ip, source)) as pool:
         yield from pool.map(_check, jobs, chunksize=max(1, len(jobs) // (ctx.jobs * 8)))
 
 
 def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofContext) -> ProofResult:
-    """Prove ``left`` ≡ ``right`` on every slice of the cluster."""
+    """Prove ``left`` ≡ ``right`` on every slice of the cluster (either may be ``source``, the
+    semantics of ``ctx.source``)."""
     started = time.perf_counter()
-    missing = [t for t in (left, right) if t not in ctx.files]
+    missing = [t for t in (left, right) if t not in ctx.files and t != SOURCE]
     if missing:
         return ProofResult(name, claim, Status.UNKNOWN, 0, 0.0, unknown=(f"no {missing[0]} artifacts",))
+    if ctx.source is None and SOURCE in (left, right):
+        return ProofResult(name, claim, Status.UNKNOWN, 0, 0.0, unknown=("no source policies given",))
     pieces = cluster_slices(ctx.cluster)
     found: list[Counterexample] = []
     unknown: list[str] = []
@@ -79,10 +85,8 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
             differing += 1
             if len(found) >= SHOWN:
                 continue
-            if sims is None:
-                from verifier.simulate.targets import simulators
-
-                sims = simulators({t: ctx.files[t] for t in (left, right)}, ctx.cluster)
+            if sims is None or any(t not in sims for t in (left, right)):
+                sims = _simulators(left, right, ctx)
             example = _replay(piece, witness, left, right, sims)
             if example is None:
                 unknown.append(f"{piece.name}: the formulas differ on {_flow_text(piece, witness)} but the "
@@ -94,6 +98,18 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
         unknown.append(f"{differing} slice(s) differ; the first {len(found)} are shown")
     return ProofResult(name, claim, status_, len(pieces), time.perf_counter() - started, tuple(found),
                        tuple(unknown))
+
+
+def _simulators(left: str, right: str, ctx: ProofContext) -> dict[str, Any]:
+    from verifier.simulate.targets import SourceSimulator, simulators
+
+    sims = dict(ctx.simulators or {})
+    missing = {t: ctx.files[t] for t in (left, right) if t not in sims and t != SOURCE}
+    sims.update(simulators(missing, ctx.cluster))
+    if SOURCE in (left, right) and SOURCE not in sims:
+        assert ctx.source is not None
+        sims[SOURCE] = SourceSimulator(ctx.source.inputs, ctx.source.profile, ctx.source.label_filter)
+    return sims
 
 
 def _flow_of(piece: Slice, witness: Any) -> Flow:

@@ -17,9 +17,21 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from compiler.cluster import Endpoint
-from compiler.flow import Decision, Direction, DirectionDecision, DropReason, Flow, Profile, Protocol, RuleRef
+from compiler.flow import (
+    Decision,
+    Direction,
+    DirectionDecision,
+    DropReason,
+    Flow,
+    IPAddress,
+    L7Request,
+    Profile,
+    Protocol,
+    RuleRef,
+)
 from compiler.inputs import Inputs
 from compiler.l7match import l7_rule_matches
 from compiler.labels import Label, LabelFilter
@@ -71,13 +83,25 @@ class _Context:
     requires_deny: tuple[tuple[Requirement, ...], ...]  # ... and of deny rules
 
 
+#: An L7 rule of any parser, as parsed (PortRuleHTTP, PortRuleKafka, FQDNSelector, generic dict).
+L7Rule = Any
+
+
 @dataclass(frozen=True)
-class _RuleMatch:
-    """A matching allow rule and what it says at L7 for this flow."""
+class RuleMatch:
+    """A matching allow rule and what it says at L7 for this flow: ``l7`` is None when it admits
+    every request (no toPorts, or a matched port without L7 rules), else the L7 rules of which
+    one must admit the request."""
 
     ref: RuleRef
     parsers: frozenset[str]
-    admits: Callable[[], bool]  # whether it lets the flow's request through a redirect
+    l7: tuple[L7Rule, ...] | None
+
+    def admits(self, request: L7Request | None) -> bool:
+        """Whether it lets ``request`` through a redirect."""
+        if request is None or self.l7 is None:
+            return True
+        return any(l7_rule_matches(item, request) for item in self.l7)
 
 
 class ReferenceEvaluator:
@@ -135,17 +159,32 @@ class ReferenceEvaluator:
     # --- one direction --------------------------------------------------------------------------
 
     def _direction(self, direction: Direction, ep: Endpoint, peer: PeerView, flow: Flow) -> DirectionDecision:
-        units = [u for u in self._units_selecting(ep) if direction in u.directions]
-        localhost = direction is Direction.INGRESS and self.profile is Profile.CILIUM and peer.kind is PeerKind.HOST
+        return self.direction_matches(direction, ep, peer, flow)[0]
+
+    def evaluate_direction(self, flow: Flow, direction: Direction) -> tuple[DirectionDecision, tuple[RuleMatch, ...]]:
+        """One direction of a flow whose policy side (the source for egress, the destination for
+        ingress) is an endpoint, with the allow rules that matched (what the L7 proofs compare)."""
+        src_view, dst_view = self._views.of(flow.src), self._views.of(flow.dst)
+        own, peer = (src_view, dst_view) if direction is Direction.EGRESS else (dst_view, src_view)
+        if own.endpoint is None:
+            raise ValueError(f"{own.address} is not an endpoint: it has no {direction.value} policy")
+        return self.direction_matches(direction, own.endpoint, peer, flow)
+
+    def direction_matches(
+        self, direction: Direction, ep: Endpoint, peer: PeerView, flow: Flow
+    ) -> tuple[DirectionDecision, tuple[RuleMatch, ...]]:
+        """SEMANTICS §2, §8 for one endpoint and direction: the decision and the matching allows."""
+        units = self.units_for(ep, direction)
+        localhost = self.localhost_allowed(direction, peer)
         if not units:
             allow = {ALLOW_ANY[direction], *([ALLOW_LOCALHOST] if localhost else [])}
-            return DirectionDecision(direction, ep.key, enforced=False, allowed=True, allow_rules=frozenset(allow))
+            decision = DirectionDecision(direction, ep.key, enforced=False, allowed=True, allow_rules=frozenset(allow))
+            return decision, tuple(RuleMatch(r, frozenset(), None) for r in sorted(allow))
 
-        self._check_parsers(ep, direction, units)
         requires = tuple(r for u in units for r in u.requires.get(direction, ()))
         requires_deny = tuple(r for u in units for r in u.requires_deny.get(direction, ()))
         ctx = _Context(direction, ep, peer, flow, requires, requires_deny)
-        matches: list[_RuleMatch] = []
+        matches: list[RuleMatch] = []
         denies: set[RuleRef] = set()
         for unit in units:
             for rule in unit.allows.get(direction, ()):
@@ -153,51 +192,83 @@ class ReferenceEvaluator:
                 if match is not None:
                     matches.append(match)
             denies.update(r.ref for r in unit.denies.get(direction, ()) if self._rule_ports(r, ctx) is not None)
-        cilium_only = not any(u.is_network_policy for u in units)
-        if cilium_only and not any(u.default_deny.get(direction, True) for u in units):
-            matches.append(_RuleMatch(DEFAULT_ALLOW[direction], frozenset(), lambda: True))
+        if self.default_allows(units, direction):
+            matches.append(RuleMatch(DEFAULT_ALLOW[direction], frozenset(), None))
         if localhost:
-            matches.append(_RuleMatch(ALLOW_LOCALHOST, frozenset(), lambda: True))
+            matches.append(RuleMatch(ALLOW_LOCALHOST, frozenset(), None))
 
         allow_refs = frozenset(m.ref for m in matches)
         if denies:
             reason = DropReason.POLICY_DENY
-            return DirectionDecision(direction, ep.key, True, False, reason, allow_refs, frozenset(denies))
+            decision = DirectionDecision(direction, ep.key, True, False, reason, allow_refs, frozenset(denies))
+            return decision, tuple(matches)
         if not matches:
-            return DirectionDecision(direction, ep.key, True, False, DropReason.POLICY_DENIED)
+            return DirectionDecision(direction, ep.key, True, False, DropReason.POLICY_DENIED), ()
         parsers = sorted(p for m in matches for p in m.parsers)
         redirect = parsers[0] if parsers else None  # one parser at most: _check_parsers made sure
         l7_allowed = None
         if redirect is not None and flow.l7 is not None:
-            l7_allowed = any(m.admits() for m in matches)
-        return DirectionDecision(direction, ep.key, True, True, None, allow_refs, frozenset(), redirect, l7_allowed)
+            l7_allowed = any(m.admits(flow.l7) for m in matches)
+        decision = DirectionDecision(direction, ep.key, True, True, None, allow_refs, frozenset(), redirect, l7_allowed)
+        return decision, tuple(matches)
 
-    def _match_allow(self, rule: SourceRule, ctx: _Context) -> _RuleMatch | None:
+    # --- the parts a symbolic encoding of these semantics reuses (verifier/encoding/source.py) ----
+
+    def units_for(self, ep: Endpoint, direction: Direction) -> list[PolicyUnit]:
+        """The policy units that select ``ep`` and have ``direction`` (validated: one L7 parser
+        per port)."""
+        units = [u for u in self._units_selecting(ep) if direction in u.directions]
+        if units:
+            self._check_parsers(ep, direction, units)
+        return units
+
+    def localhost_allowed(self, direction: Direction, peer: PeerView) -> bool:
+        """Cilium lets the node reach its endpoints whatever the ingress policy (SEMANTICS §4.2)."""
+        return direction is Direction.INGRESS and self.profile is Profile.CILIUM and peer.kind is PeerKind.HOST
+
+    @staticmethod
+    def default_allows(units: list[PolicyUnit], direction: Direction) -> bool:
+        """Cilium-only units that all set ``enableDefaultDeny: false`` for the direction."""
+        cilium_only = not any(u.is_network_policy for u in units)
+        return cilium_only and not any(u.default_deny.get(direction, True) for u in units)
+
+    @property
+    def units(self) -> tuple[PolicyUnit, ...]:
+        """Every selecting unit of the inputs."""
+        return self._units
+
+    def view(self, address: IPAddress) -> PeerView:
+        return self._views.of(address)
+
+    def peer_matches(self, peer: Peer, view: PeerView, requires: tuple[tuple[Requirement, ...], ...]) -> bool:
+        """Whether ``peer`` (with the units' fromRequires/toRequires) selects the address of ``view``."""
+        return self._peer_matches(peer, view, requires)
+
+    def named_port(self, name: str, protocol: Protocol, direction: Direction, ep: Endpoint,
+                   peer: PeerView) -> int | None:
+        """The number a named port means for ``ep``'s policy toward ``peer`` (SEMANTICS §6)."""
+        return self._resolve_named_port(name, protocol, direction, ep, peer)
+
+    def _match_allow(self, rule: SourceRule, ctx: _Context) -> RuleMatch | None:
         ports = self._rule_ports(rule, ctx)
         if ports is None:
             return None
-        protocol, request = ctx.flow.protocol, ctx.flow.l7
+        protocol = ctx.flow.protocol
         if not ports:  # no toPorts: an L3-only rule, which admits every request
-            return _RuleMatch(rule.ref, frozenset(), lambda: True)
+            return RuleMatch(rule.ref, frozenset(), None)
         parsers = frozenset(p for pm in ports if (p := pm.parser_for(protocol)) is not None)
-
-        def admits() -> bool:
-            if request is None:
-                return True
-            for pm in ports:
-                if pm.parser_for(protocol) is None or not pm.l7_rules:
-                    return True
-                if any(l7_rule_matches(item, request) for item in pm.l7_rules):
-                    return True
-            return False
-
-        return _RuleMatch(rule.ref, parsers, admits)
+        l7: list[L7Rule] = []
+        for pm in ports:
+            if pm.parser_for(protocol) is None or not pm.l7_rules:
+                return RuleMatch(rule.ref, parsers, None)
+            l7.extend(pm.l7_rules)
+        return RuleMatch(rule.ref, parsers, tuple(l7))
 
     def _rule_ports(self, rule: SourceRule, ctx: _Context) -> tuple[PortMatch, ...] | None:
         """The port entries through which the rule matches the flow; ``()`` when the rule has no
         ports (matches every port); ``None`` when it does not match."""
         requires = ctx.requires_deny if rule.deny else ctx.requires
-        if not any(self._peer_matches(peer, ctx, requires) for peer in rule.peers):
+        if not any(self._peer_matches(peer, ctx.peer, requires) for peer in rule.peers):
             return None
         if rule.ports is None:
             return ()
@@ -206,8 +277,7 @@ class ReferenceEvaluator:
 
     # --- peers and ports -----------------------------------------------------------------------------
 
-    def _peer_matches(self, peer: Peer, ctx: _Context, requires: tuple[tuple[Requirement, ...], ...]) -> bool:
-        view = ctx.peer
+    def _peer_matches(self, peer: Peer, view: PeerView, requires: tuple[tuple[Requirement, ...], ...]) -> bool:
         if isinstance(peer, SelectorPeer):
             if peer.endpoints_only and view.kind is not PeerKind.ENDPOINT:
                 return False
@@ -236,16 +306,18 @@ class ReferenceEvaluator:
             return False
         if pm.name is None:
             return pm.low <= ctx.flow.port <= pm.high
-        number = self._resolve_named_port(pm.name, protocol, ctx)
+        number = self._resolve_named_port(pm.name, protocol, ctx.direction, ctx.endpoint, ctx.peer)
         return number == ctx.flow.port
 
-    def _resolve_named_port(self, name: str, protocol: Protocol, ctx: _Context) -> int | None:
+    def _resolve_named_port(
+        self, name: str, protocol: Protocol, direction: Direction, ep: Endpoint, peer: PeerView
+    ) -> int | None:
         """SEMANTICS §6: ingress against the destination (the policy's endpoint); egress against
         the destination under k8s, against the whole cluster (one number or nothing) under cilium."""
-        if ctx.direction is Direction.INGRESS:
-            return ctx.endpoint.named_port(name, protocol.name)
+        if direction is Direction.INGRESS:
+            return ep.named_port(name, protocol.name)
         if self.profile is Profile.K8S:
-            dst = ctx.peer.endpoint
+            dst = peer.endpoint
             return dst.named_port(name, protocol.name) if dst is not None else None
         numbers = self._cluster_named_ports.get((name, protocol.name), frozenset())
         return next(iter(numbers)) if len(numbers) == 1 else None

@@ -87,7 +87,8 @@ def requirements_of(selector: LabelSelector, default_source: str, key_prefix: st
 
 
 @lru_cache(maxsize=1024)
-def _as_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+def as_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The prefix a ``cidr:`` label key names (None when the key is not one)."""
     if not text[:1].isdigit() and ":" not in text:
         return None
     try:
@@ -101,7 +102,7 @@ def _values_for(req: Requirement, view: PeerView) -> list[str]:
     found = [v for s, k, v in view.labels if k == req.key and req.source in (ANY_SOURCE, s)]
     if view.kind is PeerKind.WORLD and req.source in (ANY_SOURCE, CIDR):
         # A world address carries, for selection, a cidr: label for every prefix containing it (§1).
-        network = _as_network(req.key)
+        network = as_network(req.key)
         if network is not None and view.address in network:
             found.append("")
     return found

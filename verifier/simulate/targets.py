@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from compiler.cluster import Cluster
-from compiler.flow import Decision, Direction, Flow, Verdict
+from compiler.flow import Decision, Direction, DirectionDecision, Flow, Profile, Verdict
+from compiler.inputs import Inputs
+from compiler.labels import LabelFilter
 from compiler.targets.proxyports import proxy_port
 
 
@@ -126,6 +128,35 @@ READERS: dict[str, Callable[[Mapping[str, str], Cluster], TargetSimulator]] = {
     "iptables": _Iptables,
     "ebpf": _Ebpf,
 }
+
+
+class SourceSimulator:
+    """The source semantics (the reference evaluator) answering as a target must: what the first
+    packet of the flow meets at L3/L4, with the rules that decided as its trace."""
+
+    def __init__(self, inputs: Inputs, profile: Profile, label_filter: LabelFilter | None = None) -> None:
+        from verifier.simulate.source import ReferenceEvaluator
+
+        self._ref = ReferenceEvaluator(inputs, profile, label_filter)
+
+    def answer(self, flow: Flow) -> TargetAnswer:
+        decision = self._ref.evaluate(flow)
+        kind, port = expected(decision)
+        trace = tuple(_describe(side) for side in (decision.egress, decision.ingress) if side is not None)
+        detail = decision.drop_reason.name if decision.drop_reason is not None else ""
+        return TargetAnswer("source", kind, port, detail, trace or ("no endpoint on either side: not policed",))
+
+
+def _describe(side: DirectionDecision) -> str:
+    where = f"{side.direction.value} of {side.endpoint}"
+    if not side.enforced:
+        return f"{where}: no policy selects it for {side.direction.value}: allowed"
+    if side.deny_rules:
+        return f"{where}: denied by {', '.join(map(str, sorted(side.deny_rules)))}"
+    if not side.allowed:
+        return f"{where}: no allow rule matches: dropped"
+    text = f"{where}: allowed by {', '.join(map(str, sorted(side.allow_rules)))}"
+    return text + (f", redirected to the {side.redirect} proxy" if side.redirect else "")
 
 
 def simulators(artifacts: Mapping[str, Mapping[str, str]], cluster: Cluster) -> dict[str, TargetSimulator]:

@@ -1,0 +1,271 @@
+"""The source semantics as a formula: what docs/SEMANTICS.md says the first packet of a flow meets.
+
+Built from the parsed policies through the reference evaluator's parts
+(:class:`verifier.simulate.source.ReferenceEvaluator`: which units select an endpoint, whether a
+peer selects an address, what a named port means) — never from the IR or an artifact — so that
+"target ≡ source" compares two independent derivations.
+
+Addresses enter only through what they are. A free address of a slice is one of the endpoint
+addresses, the node, or a *world* address; world addresses are split into ranges at every prefix
+the policies mention (``ipBlock``/``toCIDR`` networks and excepts, ``cidr:`` selector keys), inside
+which every peer test gives one answer. Each case is therefore decided on a concrete view, and
+only the protocol and port stay symbolic (port ranges, named ports, L7 parsers per protocol).
+Cases with the same formula are merged, so endpoints of one identity cost one branch.
+
+The outcome is the targets' 18-bit outcome (:mod:`verifier.encoding.terms`): dropped, allowed,
+or redirected to the proxy port of the parser (:func:`compiler.targets.proxyports.proxy_port`,
+the fixed port convention of DESIGN.md §4), the source's egress proxy first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import z3
+
+from compiler.flow import Direction, Profile, Protocol
+from compiler.inputs import Inputs
+from compiler.labels import LabelFilter
+from compiler.targets.proxyports import proxy_port
+from verifier.encoding.terms import (
+    KIND_ALLOWED,
+    KIND_DROPPED,
+    Cond,
+    SymPacket,
+    Value,
+    and_,
+    eq,
+    in_range,
+    not_,
+    or_,
+    outcome,
+    redirected,
+)
+from verifier.proofs.slices import Slice
+from verifier.regions import free_address, world_ranges
+from verifier.simulate.source import ReferenceEvaluator
+from verifier.simulate.source_labels import ANY_SOURCE, CIDR, PeerKind, PeerView, Requirement, as_network
+from verifier.simulate.source_rules import CidrPeer, PortMatch, SelectorPeer, ServicePeer, SourceRule
+
+_NO_PROXY = z3.BitVecVal(0, 16)
+
+
+@dataclass(frozen=True)
+class _Case:
+    """One kind of address a free slice field can hold: the condition and a concrete view."""
+
+    cond: Cond
+    view: PeerView
+    exact: bool = True  # one address (cases of this kind are disjoint), else a world range
+
+
+@dataclass(frozen=True)
+class _DirectionTerm:
+    allowed: Cond
+    proxy: z3.BitVecRef  # 16-bit proxy port; 0 when not redirected
+
+
+class SourceEncoding:
+    """Outcome formulas of the source semantics for one set of inputs and one profile."""
+
+    def __init__(self, inputs: Inputs, profile: Profile, label_filter: LabelFilter | None = None) -> None:
+        self.ref = ReferenceEvaluator(inputs, profile, label_filter)
+        self.profile = profile
+        cluster = inputs.cluster
+        self.node = cluster.node_address
+        self._endpoint_views: dict[int, list[tuple[int, PeerView]]] = {4: [], 6: []}
+        for ep in cluster.endpoints:
+            for address in ep.addresses:
+                self._endpoint_views[address.version].append((int(address), self.ref.view(address)))
+        for views in self._endpoint_views.values():
+            views.sort(key=lambda item: item[0])
+        taken = {cluster.node_address} | {a for ep in cluster.endpoints for a in ep.addresses}
+        networks = _policy_networks(self.ref)
+        self._world: dict[int, list[tuple[int, int, PeerView]]] = {}
+        for version in (4, 6):
+            cells = []
+            for lo, hi in world_ranges(networks, version):
+                rep = free_address(lo, hi, version, taken)
+                if rep is not None:
+                    cells.append((lo, hi, self.ref.view(rep)))
+            self._world[version] = cells
+        self._directions: dict[tuple[object, ...], _DirectionTerm] = {}
+
+    # --- the slice ---------------------------------------------------------------------------
+
+    def outcome(self, packet: SymPacket, piece: Slice) -> z3.BitVecRef:
+        """The source outcome of every packet of ``piece``, as one term."""
+        srcs = self._cases(packet.src, piece.src_not, packet.family)
+        dsts = self._cases(packet.dst, piece.dst_not, packet.family)
+        rows = []
+        for src in srcs:
+            cells = [(dst.cond, dst.exact, self._flow(packet, src.view, dst.view)) for dst in dsts]
+            rows.append((src.cond, src.exact, _select(cells)))
+        return _select(rows)
+
+    def _cases(self, value: Value, excluded: Iterable[int], family: int) -> list[_Case]:
+        """What a slice field can be: the fixed address's view, or every case of a free one."""
+        if isinstance(value, int):
+            return [_Case(True, self.ref.view(ipaddress.ip_address(value) if family == 4
+                                               else ipaddress.IPv6Address(value)))]
+        skip = set(excluded)
+        cases = [_Case(value == address, view) for address, view in self._endpoint_views[family]
+                 if address not in skip]
+        if self.node.version == family and int(self.node) not in skip:
+            cases.append(_Case(value == int(self.node), self.ref.view(self.node)))
+        # exact cases are tested before world ranges, so a range may hold endpoint addresses
+        cases.extend(_Case(in_range(value, lo, hi), view, False) for lo, hi, view in self._world[family])
+        return cases
+
+    def _flow(self, packet: SymPacket, src: PeerView, dst: PeerView) -> z3.BitVecRef:
+        """SEMANTICS §8: both directions must allow; the source's egress proxy is met first."""
+        sides = []
+        if src.endpoint is not None:
+            sides.append(self._direction(packet, Direction.EGRESS, src, dst))
+        if dst.endpoint is not None:
+            sides.append(self._direction(packet, Direction.INGRESS, dst, src))
+        allowed = and_(*(s.allowed for s in sides))
+        if allowed is False:
+            return outcome(KIND_DROPPED)
+        result = outcome(KIND_ALLOWED)
+        for side in reversed(sides):
+            result = _if(side.proxy != 0, redirected(side.proxy), result)
+        return _if(allowed, result, outcome(KIND_DROPPED))
+
+    # --- one direction -------------------------------------------------------------------------
+
+    def _direction(self, packet: SymPacket, direction: Direction, own: PeerView, peer: PeerView) -> _DirectionTerm:
+        assert own.endpoint is not None
+        key = (direction, own.endpoint.key, *self._peer_key(peer))
+        found = self._directions.get(key)
+        if found is None:
+            found = self._directions[key] = self._build_direction(packet, direction, own, peer)
+        return found
+
+    def _peer_key(self, peer: PeerView) -> tuple[object, ...]:
+        """What of the peer the decision can depend on: under ``cilium`` an endpoint's kind and
+        labels only (CIDR rules never select endpoints, named ports are cluster-wide); under
+        ``k8s``, and for world ranges, the address and the endpoint too."""
+        if self.profile is Profile.CILIUM and peer.kind is not PeerKind.WORLD:
+            return (peer.kind, peer.labels)
+        return (peer.kind, peer.labels, peer.address, peer.endpoint.key if peer.endpoint else None)
+
+    def _build_direction(self, packet: SymPacket, direction: Direction, own: PeerView,
+                         peer: PeerView) -> _DirectionTerm:
+        ref, ep = self.ref, own.endpoint
+        assert ep is not None
+        units = ref.units_for(ep, direction)
+        if not units:
+            return _DirectionTerm(True, _NO_PROXY)
+        requires = tuple(r for u in units for r in u.requires.get(direction, ()))
+        requires_deny = tuple(r for u in units for r in u.requires_deny.get(direction, ()))
+        denies: list[Cond] = []
+        allows: list[Cond] = []
+        parsers: dict[str, list[Cond]] = {}
+        for unit in units:
+            for rule in unit.denies.get(direction, ()):
+                denies.append(self._rule(packet, rule, direction, own, peer, requires_deny, None))
+            for rule in unit.allows.get(direction, ()):
+                allows.append(self._rule(packet, rule, direction, own, peer, requires, parsers))
+        if ref.default_allows(units, direction) or ref.localhost_allowed(direction, peer):
+            allows.append(True)
+        allowed = and_(not_(or_(*denies)), or_(*allows))
+        proxy = _NO_PROXY
+        for parser in sorted(parsers, reverse=True):  # the first parser in name order wins
+            proxy = _if(or_(*parsers[parser]), z3.BitVecVal(proxy_port(parser, direction), 16), proxy)
+        return _DirectionTerm(allowed, proxy)
+
+    def _rule(self, packet: SymPacket, rule: SourceRule, direction: Direction, own: PeerView, peer: PeerView,
+              requires: tuple[tuple[Requirement, ...], ...], parsers: dict[str, list[Cond]] | None) -> Cond:
+        """When ``rule`` matches (some peer and some port), collecting its L7 redirects."""
+        if not any(self.ref.peer_matches(p, peer, requires) for p in rule.peers):
+            return False
+        if rule.ports is None:
+            return True
+        conds = []
+        for pm in rule.ports:
+            for protocol in sorted(pm.protocols):
+                cond = and_(eq(packet.protocol, int(protocol)), self._port(packet, pm, protocol, direction, own, peer))
+                conds.append(cond)
+                parser = pm.parser_for(protocol)
+                if parsers is not None and parser is not None and cond is not False:
+                    parsers.setdefault(parser, []).append(cond)
+        return or_(*conds)
+
+    def _port(self, packet: SymPacket, pm: PortMatch, protocol: Protocol, direction: Direction, own: PeerView,
+              peer: PeerView) -> Cond:
+        if pm.name is None:
+            return in_range(packet.dport, pm.low, pm.high)
+        assert own.endpoint is not None
+        number = self.ref.named_port(pm.name, protocol, direction, own.endpoint, peer)
+        return False if number is None else eq(packet.dport, number)
+
+
+def _policy_networks(ref: ReferenceEvaluator) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Every prefix a peer test can look at: CIDR peers and their excepts, and ``cidr:`` selector
+    keys (a world address carries a ``cidr:`` label per prefix that holds it, SEMANTICS §1)."""
+    nets: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
+
+    def requirement_nets(reqs: Iterable[Requirement]) -> None:
+        for req in reqs:
+            if req.source in (ANY_SOURCE, CIDR):
+                network = as_network(req.key)
+                if network is not None:
+                    nets.add(network)
+
+    for unit in ref.units:
+        for requires in (unit.requires, unit.requires_deny):
+            for groups in requires.values():
+                for group in groups:
+                    requirement_nets(group)
+        for rule_sets in (unit.allows, unit.denies):
+            for rules in rule_sets.values():
+                for rule in rules:
+                    for peer in rule.peers:
+                        if isinstance(peer, CidrPeer):
+                            nets.add(peer.network)
+                            nets.update(peer.excepts)
+                        elif isinstance(peer, SelectorPeer | ServicePeer):
+                            requirement_nets(peer.requirements)
+    return sorted(nets, key=lambda n: (n.version, n))
+
+
+def _if(cond: Cond, then: z3.BitVecRef, otherwise: z3.BitVecRef) -> z3.BitVecRef:
+    if cond is True:
+        return then
+    if cond is False:
+        return otherwise
+    if then.eq(otherwise):
+        return then
+    return z3.If(cond, then, otherwise)
+
+
+def _select(cases: list[tuple[Cond, bool, z3.BitVecRef]]) -> z3.BitVecRef:
+    """The term of the case that holds: exact addresses first, then world ranges.
+
+    Within each kind the conditions are disjoint, so cases with the same term are joined into
+    one branch (endpoints of one identity cost one branch); the last world range (or the last
+    exact case, when there are no ranges) is the fallback, as the slice's domain leaves no other
+    address.
+    """
+    exact = [(c, t) for c, is_exact, t in cases if is_exact]
+    ranges = [(c, t) for c, is_exact, t in cases if not is_exact]
+    if not ranges:
+        return _chain(exact[:-1], exact[-1][1]) if exact else outcome(KIND_DROPPED)
+    return _chain(exact, _chain(ranges[:-1], ranges[-1][1]))
+
+
+def _chain(cases: list[tuple[Cond, z3.BitVecRef]], fallback: z3.BitVecRef) -> z3.BitVecRef:
+    """If-then-else over disjoint cases, one branch per distinct term (the fallback's cases are
+    dropped: they are what remains)."""
+    groups: dict[int, tuple[list[Cond], z3.BitVecRef]] = {}
+    for cond, term in cases:
+        if term.eq(fallback):
+            continue
+        groups.setdefault(term.get_id(), ([], term))[0].append(cond)
+    result = fallback
+    for conds, term in groups.values():
+        result = _if(or_(*conds), term, result)
+    return result

@@ -1,0 +1,20 @@
+"""iptables ≡ source: the iptables artifacts do to every flow what docs/SEMANTICS.md says the policies do.
+
+The iptables side is built from ``OUT/iptables/``; the other side straight from the parsed policies
+(:mod:`verifier.encoding.source`), under the profile the artifacts were compiled with. Compared
+slice by slice for the first packet of a connection: the same verdict and, for flows the
+policies send to an L7 parser, the same proxy port. What the proxy then decides is the
+``envoy-source`` proof's business.
+"""
+
+from __future__ import annotations
+
+from verifier.proofs.result import ProofContext, ProofResult
+from verifier.proofs.run import SOURCE, compare_targets
+
+NAME = "iptables-source"
+CLAIM = "iptables gives every flow the verdict and proxy port the source policies give it"
+
+
+def prove(ctx: ProofContext) -> ProofResult:
+    return compare_targets(NAME, CLAIM, "iptables", SOURCE, ctx)
