@@ -83,7 +83,8 @@ class HttpRequest:
         return cls(method.upper(), path)
 
     def __str__(self) -> str:
-        return f"{self.method} {self.path}"
+        extra = ([f"Host: {self.host}"] if self.host else []) + [f"{n}: {v}" for n, v in self.headers]
+        return f"{self.method} {self.path}" + (f" ({'; '.join(extra)})" if extra else "")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ from compiler.flow import DnsRequest, HttpRequest, KafkaRequest, L7Request
 from compiler.inputs.ciliumpolicy import FQDNSelector, PortRuleHTTP, PortRuleKafka
 from compiler.kafka import allowed_api_keys
 
+#: What one ``*`` of a DNS ``matchPattern`` stands for (Cilium pkg/fqdn/matchpattern).
+DNS_WILDCARD = "[-a-z0-9_]*"
+
 
 @lru_cache(maxsize=4096)
 def _regex(pattern: str) -> re.Pattern[str]:
@@ -31,9 +34,7 @@ def http_rule_matches(rule: PortRuleHTTP, request: HttpRequest) -> bool:
     for name, value in request.headers:
         headers.setdefault(name.lower(), []).append(value)
     for header in rule.headers or []:
-        name, _, value = header.partition(" ")
-        name = name.rstrip(":").lower()
-        value = value.strip()
+        name, value = header_requirement(header)
         present = headers.get(name)
         if present is None or (value and value not in present):
             return False
@@ -44,6 +45,21 @@ def http_rule_matches(rule: PortRuleHTTP, request: HttpRequest) -> bool:
         if present is None or (match.value is not None and match.value not in present):
             return False
     return True
+
+
+def header_requirement(header: str) -> tuple[str, str]:
+    """A ``headers`` entry (``Name`` or ``Name: value``) as its lower-case name and the value it
+    requires ("" when only presence is required)."""
+    name, _, value = header.partition(" ")
+    return name.rstrip(":").lower(), value.strip()
+
+
+def dns_pattern_parts(pattern: str) -> list[str] | None:
+    """A ``matchPattern`` as the literal parts between its ``*`` wildcards (each ``*`` matches
+    ``[-a-z0-9_]*``), lower-case and without the trailing dot; None for ``*``, which matches
+    every name."""
+    text = pattern.rstrip(".").lower()
+    return None if text == "*" else text.split("*")
 
 
 def kafka_rule_matches(rule: PortRuleKafka, request: KafkaRequest) -> bool:
@@ -61,11 +77,10 @@ def dns_rule_matches(rule: FQDNSelector, request: DnsRequest) -> bool:
     name = request.name.rstrip(".").lower()
     if rule.matchName is not None:
         return name == rule.matchName.rstrip(".").lower()
-    pattern = (rule.matchPattern or "").rstrip(".").lower()
-    if pattern == "*":
+    parts = dns_pattern_parts(rule.matchPattern or "")
+    if parts is None:
         return True
-    parts = [re.escape(p) for p in pattern.split("*")]
-    return re.fullmatch("[-a-z0-9_]*".join(parts), name) is not None
+    return re.fullmatch(DNS_WILDCARD.join(re.escape(p) for p in parts), name) is not None
 
 
 def l7_rule_matches(rule: PortRuleHTTP | PortRuleKafka | FQDNSelector | dict[str, str], request: L7Request) -> bool:

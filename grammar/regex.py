@@ -204,6 +204,9 @@ class _ToAst(Transformer[Token, Node]):
             raise UnsupportedRegex(f"bad character range {lo}-{hi}")
         return CharSet.of([(ord(lo), ord(hi))])
 
+    def class_dash(self, *_: Token) -> CharSet:
+        return CharSet.of([(ord("-"), ord("-"))])
+
     def class_single(self, c: str) -> CharSet:
         return CharSet.of([(ord(c), ord(c))])
 

@@ -28,7 +28,7 @@ def z3_matches(pattern: str, value: str) -> bool:
 
 @st.composite
 def patterns(draw: st.DrawFn, depth: int = 0) -> str:
-    atoms = ["a", "b", "/", r"\.", ".", "[ab]", "[^a/]", "[a-b0]", r"\d", r"\w", "-", "_", "0"]
+    atoms = ["a", "b", "/", r"\.", ".", "[ab]", "[^a/]", "[a-b0]", r"\d", r"\w", "-", "_", "0", "[-a]", "[^-b]"]
     kind = draw(st.sampled_from(["atom", "atom", "concat", "alt", "group"])) if depth < 2 else "atom"
     if kind == "atom":
         text = draw(st.sampled_from(atoms))

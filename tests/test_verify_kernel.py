@@ -1,5 +1,7 @@
 """Counterexamples are real: the kernel, running the corrupted artifact, does what the proof says.
 
+L7 counterexamples: the kernel delivers the connection to the proxy port of the corrupted listener.
+
 For each mutation of tests/test_verify_targets.py the proof's counterexample flow is replayed in
 the testbed with the corrupted target loaded (iptables rules and ipsets, or the eBPF maps under
 the TC program): the real packet must meet the corrupted target's verdict, which differs from the
@@ -14,14 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from compiler.flow import Flow, PortSpec, Protocol
+from compiler.flow import Flow, PortSpec, Profile, Protocol
 from compiler.inputs import load_inputs
+from compiler.ir.build import build_ir
+from compiler.targets import emit_targets
+from tests.test_verify_l7 import L7_MUTATIONS
 from tests.test_verify_targets import MUTATIONS, ROOT, _files, _prove
 from verifier.kernel import Testbed, kernel_unavailable_reason, probe_flows
 from verifier.kernel.bpf import ebpf_unavailable_reason
 from verifier.kernel.load_ebpf import load_ebpf
 from verifier.kernel.load_iptables import load_iptables
-from verifier.proofs import Status
+from verifier.proofs import ProofContext, SourceSpec, Status, envoy_source
+from verifier.simulate.envoy import EnvoySimulator, NotRedirected
 from verifier.simulate.targets import simulators
 
 pytestmark = pytest.mark.kernel
@@ -77,3 +83,40 @@ def test_the_kernel_confirms_the_counterexample(mutation: str, tmp_path: Path) -
             with load_ebpf(tb, tmp_path):
                 got = probe_flows(tb, [flow])[0]
     assert got.ok == corrupted.allowed, f"{flow}: kernel {got}, corrupted {target} simulates {corrupted}"
+
+
+@pytest.mark.parametrize("mutation", sorted(L7_MUTATIONS))
+def test_the_kernel_sends_the_l7_counterexample_to_the_corrupted_proxy(mutation: str) -> None:
+    """An L7 counterexample is a request on a connection the datapath hands to a proxy: loaded into
+    the kernel, the (untouched) iptables rules deliver that connection to the proxy port whose
+    listener the corrupted Envoy resource configures. (No Envoy with Cilium's filters runs here:
+    the request's fate inside the proxy is the Envoy simulator's, which the proof replayed.)"""
+    reason = kernel_unavailable_reason(["iptables-restore", "ipset"])
+    if reason:
+        pytest.skip(reason)
+    example, mutate = L7_MUTATIONS[mutation]
+    inputs = load_inputs([str(ROOT / "examples" / example)])
+    files = emit_targets(build_ir(inputs, Profile.CILIUM), ["iptables", "ebpf", "envoy"])[0]
+    mutated = mutate(files)
+    result = envoy_source.prove(ProofContext(mutated, inputs.cluster, jobs=1,
+                                             source=SourceSpec(inputs, Profile.CILIUM)))
+    assert result.status is Status.COUNTEREXAMPLE
+    found = result.counterexamples[0]
+    flow = Flow(ipaddress.ip_address(found.src), ipaddress.ip_address(found.dst), Protocol[found.protocol], found.port)
+    envoy = EnvoySimulator(mutated["envoy"])
+    proxy_ports = set()
+    for endpoint, direction in ((flow.dst, "ingress"), (flow.src, "egress")):
+        try:
+            proxy_ports.add(int(envoy.redirect(endpoint, direction, flow.protocol, flow.port)["proxy_port"]))
+        except NotRedirected:
+            continue
+    assert proxy_ports
+    owned = {str(a) for ep in inputs.cluster.endpoints for a in ep.addresses} | {inputs.cluster.node_ip}
+    world = sorted({*WORLD, *(str(a) for a in (flow.src, flow.dst) if str(a) not in owned)})
+    with Testbed(inputs.cluster, ports=[PortSpec(flow.port, flow.protocol)], world=world) as tb:
+        load = load_iptables(tb, mutated["iptables"])
+        got = probe_flows(tb, [flow])[0]
+        delivered = {(r.src, r.dst, r.dport, r.protocol): r.proxy_port for r in load.redirected()}
+    assert got.ok, f"{flow}: {got}"
+    key = (str(flow.src), str(flow.dst), flow.port, flow.protocol.name.lower())
+    assert delivered.get(key) in proxy_ports, f"{found.flow}: kernel deliveries {delivered}"

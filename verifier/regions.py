@@ -58,7 +58,8 @@ class PortCell:
         return f"{span}/{self.protocol.name}"
 
 
-def _boundaries(ranges: Iterable[tuple[int, int]], top: int) -> list[tuple[int, int]]:
+def split_ranges(ranges: Iterable[tuple[int, int]], top: int) -> list[tuple[int, int]]:
+    """``0..top`` cut at every range's edges: no range starts or ends inside a piece."""
     cuts = {0, top + 1}
     for lo, hi in ranges:
         cuts.add(max(0, lo))
@@ -85,7 +86,7 @@ def port_cells(irs: Sequence[IR]) -> list[PortCell]:
     cells: list[PortCell] = []
     for proto in sorted(ranges):
         top = ICMP_TYPES if proto in (Protocol.ICMP, Protocol.ICMPV6) else MAX_PORT
-        cells.extend(PortCell(proto, lo, hi) for lo, hi in _boundaries(ranges[proto], top))
+        cells.extend(PortCell(proto, lo, hi) for lo, hi in split_ranges(ranges[proto], top))
     return cells
 
 
@@ -94,7 +95,7 @@ def world_ranges(prefixes: Iterable[IPNetwork], version: int) -> list[tuple[int,
     every prefix either holds every address or none."""
     top = (1 << (32 if version == 4 else 128)) - 1
     nets = [(int(n.network_address), int(n.broadcast_address)) for n in prefixes if n.version == version]
-    return _boundaries(nets, top)
+    return split_ranges(nets, top)
 
 
 def address_cells(cluster: Cluster, prefixes: Iterable[str]) -> list[AddressCell]:

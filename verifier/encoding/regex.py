@@ -11,7 +11,7 @@ from functools import reduce
 
 import z3
 
-from grammar.regex import Alt, Anchor, Chars, CharSet, Concat, Node, Repeat, parse_regex
+from grammar.regex import MAX_CHAR, Alt, Anchor, Chars, CharSet, Concat, Node, Repeat, UnsupportedRegex, parse_regex
 
 Z3_MAX_CHAR = 0x2FFFF
 _RE_SORT = z3.ReSort(z3.StringSort())
@@ -63,8 +63,35 @@ def to_z3(node: Node) -> z3.ReRef:
 
 
 def regex(pattern: str) -> z3.ReRef:
-    """``pattern`` (RE2 subset, full match) as a Z3 regex; raises UnsupportedRegex outside it."""
-    return to_z3(parse_regex(pattern))
+    """``pattern`` (RE2 subset, full match) as a Z3 regex; raises UnsupportedRegex outside it, and
+    when a character class splits the code points above Z3's alphabet (:func:`fits_alphabet`)."""
+    node = parse_regex(pattern)
+    if not fits_alphabet(node):
+        raise UnsupportedRegex(f"{pattern!r}: a character class tells apart code points above "
+                               f"U+{Z3_MAX_CHAR:X}, which Z3 strings cannot hold")
+    return to_z3(node)
+
+
+def fits_alphabet(node: Node) -> bool:
+    """Whether every character class treats all code points from ``Z3_MAX_CHAR`` up alike (holds
+    all or none of them). Then any string is matched as the one with those characters replaced
+    by ``Z3_MAX_CHAR``, so deciding over Z3's alphabet decides over all of Unicode (as long as no
+    literal compared against holds such a character: :func:`literal_fits`)."""
+    if isinstance(node, Chars):
+        above = [(lo, hi) for lo, hi in node.chars.ranges if hi >= Z3_MAX_CHAR]
+        return not above or (len(above) == 1 and above[0][0] <= Z3_MAX_CHAR and above[0][1] >= MAX_CHAR)
+    if isinstance(node, Concat):
+        return all(fits_alphabet(item) for item in node.items)
+    if isinstance(node, Alt):
+        return all(fits_alphabet(option) for option in node.options)
+    if isinstance(node, Repeat):
+        return fits_alphabet(node.node)
+    return True
+
+
+def literal_fits(text: str) -> bool:
+    """Whether an exact value stays below ``Z3_MAX_CHAR`` (see :func:`fits_alphabet`)."""
+    return all(ord(c) < Z3_MAX_CHAR for c in text)
 
 
 def full_match(value: z3.SeqRef, pattern: str) -> z3.BoolRef:

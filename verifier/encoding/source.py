@@ -46,8 +46,8 @@ from verifier.encoding.terms import (
 from verifier.proofs.slices import Slice
 from verifier.regions import free_address, world_ranges
 from verifier.simulate.source import ReferenceEvaluator
-from verifier.simulate.source_labels import ANY_SOURCE, CIDR, PeerKind, PeerView, Requirement, as_network
-from verifier.simulate.source_rules import CidrPeer, PortMatch, SelectorPeer, ServicePeer, SourceRule
+from verifier.simulate.source_labels import PeerKind, PeerView, Requirement
+from verifier.simulate.source_rules import PortMatch, SourceRule
 
 _NO_PROXY = z3.BitVecVal(0, 16)
 
@@ -82,7 +82,7 @@ class SourceEncoding:
         for views in self._endpoint_views.values():
             views.sort(key=lambda item: item[0])
         taken = {cluster.node_address} | {a for ep in cluster.endpoints for a in ep.addresses}
-        networks = _policy_networks(self.ref)
+        networks = self.ref.policy_networks()
         self._world: dict[int, list[tuple[int, int, PeerView]]] = {}
         for version in (4, 6):
             cells = []
@@ -201,35 +201,6 @@ class SourceEncoding:
         assert own.endpoint is not None
         number = self.ref.named_port(pm.name, protocol, direction, own.endpoint, peer)
         return False if number is None else eq(packet.dport, number)
-
-
-def _policy_networks(ref: ReferenceEvaluator) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """Every prefix a peer test can look at: CIDR peers and their excepts, and ``cidr:`` selector
-    keys (a world address carries a ``cidr:`` label per prefix that holds it, SEMANTICS §1)."""
-    nets: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
-
-    def requirement_nets(reqs: Iterable[Requirement]) -> None:
-        for req in reqs:
-            if req.source in (ANY_SOURCE, CIDR):
-                network = as_network(req.key)
-                if network is not None:
-                    nets.add(network)
-
-    for unit in ref.units:
-        for requires in (unit.requires, unit.requires_deny):
-            for groups in requires.values():
-                for group in groups:
-                    requirement_nets(group)
-        for rule_sets in (unit.allows, unit.denies):
-            for rules in rule_sets.values():
-                for rule in rules:
-                    for peer in rule.peers:
-                        if isinstance(peer, CidrPeer):
-                            nets.add(peer.network)
-                            nets.update(peer.excepts)
-                        elif isinstance(peer, SelectorPeer | ServicePeer):
-                            requirement_nets(peer.requirements)
-    return sorted(nets, key=lambda n: (n.version, n))
 
 
 def _if(cond: Cond, then: z3.BitVecRef, otherwise: z3.BitVecRef) -> z3.BitVecRef:

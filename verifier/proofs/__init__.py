@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import ModuleType
 
-from verifier.proofs import ebpf_source, iptables_ebpf, iptables_source
+from verifier.proofs import ebpf_source, envoy_source, iptables_ebpf, iptables_source
 from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, SourceSpec, Status
 
-PROOFS: tuple[ModuleType, ...] = (iptables_ebpf, ebpf_source, iptables_source)
+PROOFS: tuple[ModuleType, ...] = (iptables_ebpf, ebpf_source, iptables_source, envoy_source)
 
 
 def proofs() -> dict[str, Callable[[ProofContext], ProofResult]]:

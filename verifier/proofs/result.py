@@ -49,10 +49,11 @@ class Counterexample:
     dst: str = ""
     protocol: str = ""  # Protocol name: TCP, UDP, SCTP, ICMP, ICMPV6
     port: int = 0
+    request: str = ""  # the L7 request the sides decide differently (L7 proofs)
 
     def to_json(self) -> dict[str, Any]:
         return {"slice": self.slice, "flow": self.flow, "src": self.src, "dst": self.dst,
-                "protocol": self.protocol, "port": self.port,
+                "protocol": self.protocol, "port": self.port, "request": self.request or None,
                 "sides": [{"name": s.name, "verdict": s.verdict, "trace": list(s.trace)} for s in self.sides]}
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.flow import DnsRequest, HttpRequest, KafkaRequest, L7Request, Protocol
+from compiler.l7match import DNS_WILDCARD, dns_pattern_parts
 
 Json = dict[str, Any]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -61,6 +62,21 @@ class L7Verdict:
         return f"{self.listener}: {verdict} by {', '.join(self.rules) or 'no rule'}"
 
 
+@dataclass(frozen=True)
+class Applicable:
+    """What the proxy holds for one connection: the allow rules that apply to the remote (``None``
+    for a port policy without rules: any request) and the deny rules (any one denies all)."""
+
+    proxy: str  # "envoy" or "dns-proxy"
+    listener: str
+    parser: str
+    proxy_port: int
+    doc: Json
+    allows: tuple[tuple[str, Json | None], ...]
+    denies: tuple[str, ...]
+    trace: tuple[str, ...]
+
+
 class EnvoySimulator:
     """The L7 side of the artifacts of one compilation."""
 
@@ -83,10 +99,15 @@ class EnvoySimulator:
             root = root / "envoy"
         return cls({str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*.json"))})
 
-    def _doc(self, rel: str) -> Json:
+    def document(self, rel: str) -> Json:
+        """One NPDS or DNS-proxy document, by its path relative to ``OUT/envoy/``."""
         if rel not in self._docs:
             self._docs[rel] = json.loads(self.files[rel])
         return self._docs[rel]
+
+    def entry(self, endpoint: IPAddress) -> Json | None:
+        """The index entry of the endpoint at this address (None: no L7 policy there)."""
+        return self._by_ip.get(endpoint)
 
     def redirect(self, endpoint: str | IPAddress, direction: str, protocol: Protocol, port: int) -> Json:
         """The index entry's redirect covering this (NotRedirected when there is none)."""
@@ -101,29 +122,29 @@ class EnvoySimulator:
                 return {**item, "entry": entry}
         raise NotRedirected(f"{entry['endpoint']} {direction} {port}/{protocol.name} is not redirected")
 
-    def decide(self, endpoint: str | IPAddress, direction: str, remote: int, protocol: Protocol, port: int,
-               request: L7Request) -> L7Verdict:
-        """The proxy's verdict on ``request`` from identity ``remote`` (see the module docstring)."""
+    def applicable(self, endpoint: str | IPAddress, direction: str, remote: int, protocol: Protocol,
+                   port: int) -> Applicable:
+        """The proxy's rules for a connection, before any request is seen (NotRedirected when the
+        port is not sent to a proxy)."""
         redirect = self.redirect(endpoint, direction, protocol, port)
         entry, parser, listener = redirect["entry"], redirect["parser"], redirect["listener"]
         if parser == "dns":
-            doc, proxy, proto_filter = self._doc(entry["dns"]), "dns-proxy", protocol.name
+            doc, proxy, proto_filter = self.document(entry["dns"]), "dns-proxy", protocol.name
         else:
-            doc, proxy, proto_filter = self._doc(entry["npds"]), "envoy", "TCP"
+            doc, proxy, proto_filter = self.document(entry["npds"]), "envoy", "TCP"
         trace = [f"{proxy} {listener} (port {redirect['proxy_port']}): {entry['endpoint']} "
-                 f"{direction} {port}/{protocol.name} from identity {remote}: {request}"]
+                 f"{direction} {port}/{protocol.name} from identity {remote}"]
         policies = doc.get(f"{direction}_per_port_policies", [])
         matching = [p for p in policies if p.get("protocol", "TCP") in (proto_filter, "ANY") and _covers(p, port)]
-        if not matching:
-            trace.append("no port policy holds the port: denied")
-            return self._verdict(False, proxy, listener, parser, (), trace, doc)
-        allows: list[str] = []
+        allows: list[tuple[str, Json | None]] = []
         denies: list[str] = []
+        if not matching:
+            trace.append("no port policy holds the port: every request denied")
         for pp in matching:
             where = f"port policy {pp.get('port', 0)}-{pp.get('end_port', 0)}/{pp.get('protocol', 'TCP')}"
             if not pp.get("rules"):
                 trace.append(f"{where}: no rules, any request allowed")
-                allows.append(f"<{where}: any>")
+                allows.append((f"<{where}: any>", None))
                 continue
             for rule in pp["rules"]:
                 remotes = rule.get("remote_policies", [])
@@ -133,28 +154,41 @@ class EnvoySimulator:
                 if rule.get("deny"):
                     trace.append(f"{where}: deny rule {name} applies")
                     denies.append(name)
-                elif _admits(rule, request):
-                    trace.append(f"{where}: rule {name} admits the request")
-                    allows.append(name)
                 else:
-                    trace.append(f"{where}: rule {name} applies but its L7 rules do not admit the request")
-        if denies:
-            return self._verdict(False, proxy, listener, parser, tuple(sorted(set(denies))), trace, doc)
-        return self._verdict(bool(allows), proxy, listener, parser, tuple(sorted(set(allows))), trace, doc)
+                    allows.append((name, rule))
+        return Applicable(proxy, listener, parser, int(redirect["proxy_port"]), doc, tuple(allows),
+                          tuple(sorted(set(denies))), tuple(trace))
 
-    def _verdict(self, allowed: bool, proxy: str, listener: str, parser: str, rules: tuple[str, ...],
-                 trace: list[str], doc: Json) -> L7Verdict:
+    def decide(self, endpoint: str | IPAddress, direction: str, remote: int, protocol: Protocol, port: int,
+               request: L7Request) -> L7Verdict:
+        """The proxy's verdict on ``request`` from identity ``remote`` (see the module docstring)."""
+        rules = self.applicable(endpoint, direction, remote, protocol, port)
+        trace = [f"{rules.trace[0]}: {request}", *rules.trace[1:]]
+        if rules.denies:
+            return self._verdict(False, rules, rules.denies, trace)
+        allows: list[str] = []
+        for name, rule in rules.allows:
+            if rule is None:
+                allows.append(name)
+            elif _admits(rule, request):
+                trace.append(f"rule {name} admits the request")
+                allows.append(name)
+            else:
+                trace.append(f"rule {name} applies but its L7 rules do not admit the request")
+        return self._verdict(bool(allows), rules, tuple(sorted(set(allows))), trace)
+
+    def _verdict(self, allowed: bool, rules: Applicable, names: tuple[str, ...], trace: list[str]) -> L7Verdict:
         reply = ""
         if not allowed:
-            if parser == "http":
-                reply = f"HTTP 403 {self._403.get(listener, DEFAULT_403_BODY)}"
-            elif parser == "kafka":
+            if rules.parser == "http":
+                reply = f"HTTP 403 {self._403.get(rules.listener, DEFAULT_403_BODY)}"
+            elif rules.parser == "kafka":
                 reply = f"Kafka error {KAFKA_TOPIC_AUTHORIZATION_FAILED} TOPIC_AUTHORIZATION_FAILED"
-            elif parser == "dns":
-                reply = f"DNS {doc.get('reject_response_code', 'REFUSED')}"
+            elif rules.parser == "dns":
+                reply = f"DNS {rules.doc.get('reject_response_code', 'REFUSED')}"
             else:
                 reply = "connection closed by the proxy"
-        return L7Verdict(allowed, proxy, listener, parser, reply, rules, tuple(trace))
+        return L7Verdict(allowed, rules.proxy, rules.listener, rules.parser, reply, names, tuple(trace))
 
 
 # --- matching ---------------------------------------------------------------------------------
@@ -233,11 +267,10 @@ def _dns_ok(rule: Json, request: DnsRequest) -> bool:
     name = request.name.rstrip(".").lower()
     if "match_name" in rule:
         return bool(name == rule["match_name"].rstrip(".").lower())
-    pattern = rule.get("match_pattern", "").rstrip(".").lower()
-    if pattern == "*":
+    parts = dns_pattern_parts(rule.get("match_pattern", ""))
+    if parts is None:
         return True
-    regex = "[-a-z0-9_]*".join(re.escape(part) for part in pattern.split("*"))
-    return re.fullmatch(regex, name) is not None
+    return re.fullmatch(DNS_WILDCARD.join(re.escape(part) for part in parts), name) is not None
 
 
 def _denied_body(listener: Json) -> str:

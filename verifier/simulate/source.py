@@ -14,8 +14,9 @@ Helpers: :mod:`verifier.simulate.source_labels` (label views, selectors, namespa
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,16 @@ from compiler.inputs import Inputs
 from compiler.l7match import l7_rule_matches
 from compiler.labels import Label, LabelFilter
 from compiler.source import InputError, SourceRef
-from verifier.simulate.source_labels import LabelViews, PeerKind, PeerView, Requirement, all_hold
+from verifier.simulate.source_labels import (
+    ANY_SOURCE,
+    CIDR,
+    LabelViews,
+    PeerKind,
+    PeerView,
+    Requirement,
+    all_hold,
+    as_network,
+)
 from verifier.simulate.source_rules import (
     AnyPeer,
     CidrPeer,
@@ -49,6 +59,8 @@ from verifier.simulate.source_rules import (
     SourceRule,
     policy_units,
 )
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ALLOW_LOCALHOST = RuleRef("<allow-localhost>", "-")
 ALLOW_ANY = {
@@ -236,6 +248,34 @@ class ReferenceEvaluator:
     def units(self) -> tuple[PolicyUnit, ...]:
         """Every selecting unit of the inputs."""
         return self._units
+
+    def policy_networks(self) -> list[IPNetwork]:
+        """Every prefix a peer test can look at: CIDR peers and their excepts, and ``cidr:``
+        selector keys (a world address carries a ``cidr:`` label per prefix holding it, §1)."""
+        nets: set[IPNetwork] = set()
+
+        def requirement_nets(reqs: Iterable[Requirement]) -> None:
+            for req in reqs:
+                if req.source in (ANY_SOURCE, CIDR):
+                    network = as_network(req.key)
+                    if network is not None:
+                        nets.add(network)
+
+        for unit in self._units:
+            for requires in (unit.requires, unit.requires_deny):
+                for groups in requires.values():
+                    for group in groups:
+                        requirement_nets(group)
+            for rule_sets in (unit.allows, unit.denies):
+                for rules in rule_sets.values():
+                    for rule in rules:
+                        for peer in rule.peers:
+                            if isinstance(peer, CidrPeer):
+                                nets.add(peer.network)
+                                nets.update(peer.excepts)
+                            elif isinstance(peer, SelectorPeer | ServicePeer):
+                                requirement_nets(peer.requirements)
+        return sorted(nets, key=lambda n: (n.version, n))
 
     def view(self, address: IPAddress) -> PeerView:
         return self._views.of(address)
