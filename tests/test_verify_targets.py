@@ -172,7 +172,8 @@ def test_cli_verify_exit_codes_and_formats(tmp_path: Path) -> None:
     proved = cli("verify", "-f", shop, "--artifacts", str(out), "-o", "json", "-j", "2")
     assert proved.returncode == 0, proved.stderr
     doc = json.loads(proved.stdout)
-    assert doc["exit"] == 0 and [p["status"] for p in doc["proofs"]] == ["proved"]
+    assert doc["exit"] == 0 and {p["name"]: p["status"] for p in doc["proofs"]} == {
+        "iptables-ebpf": "proved", "ebpf-source": "proved", "iptables-source": "proved", "envoy-source": "proved"}
     rules = out / "iptables" / "rules.v4"
     rules.write_text(_drop_rule(rules.read_text()))
     broken = cli("verify", "-f", shop, "--artifacts", str(out), "-o", "markdown")
