@@ -61,6 +61,8 @@ OPTION_ALIASES = {
 """Long and old spellings -> the name iptables-save prints (reference/iptables.md §5.2)."""
 
 SUPPORTED_TABLES = frozenset({"filter", "mangle", "raw"})
+#: services.v4: kube-proxy's nat table, apart from the policy dialect's tables.
+SERVICE_TABLES = frozenset({"nat"})
 """Tables of the dialect contract (DESIGN.md §4); others are reported, not read."""
 EMPTY_ONLY_TABLES = frozenset({"raw"})
 """Tables accepted only without rules (other tools' save output may declare them)."""
@@ -128,11 +130,13 @@ class IptablesSaveTransformer(Transformer[Token, Any]):
         self.lines: list[str] = []
         self.table_lines: dict[str, int] = {}
 
-    def begin(self, file: str, text: str) -> None:
-        """Start a parse of ``text`` (named ``file`` in errors); callbacks read the raw lines from here."""
+    def begin(self, file: str, text: str, tables: frozenset[str] = SUPPORTED_TABLES) -> None:
+        """Start a parse of ``text`` (named ``file`` in errors) accepting ``tables``; callbacks read the raw
+        lines from here."""
         self.file = file
         self.lines = text.split("\n")
         self.table_lines = {}
+        self.tables = tables
 
     def error(self, line: int, column: int | None, message: str) -> ArtifactError:
         return ArtifactError(self.file, line, message, column)
@@ -148,9 +152,11 @@ class IptablesSaveTransformer(Transformer[Token, Any]):
         name = header.value[1:]
         if name not in BUILTIN_CHAINS:
             raise self.error(header.line or 0, header.column, f"unknown table *{name}")
-        if name not in SUPPORTED_TABLES:
-            raise self.error(header.line or 0, header.column, f"table *{name} is not supported (the dialect "
-                             f"contract has *filter and *mangle, and *raw only when empty)")  # fmt: skip
+        if name not in self.tables:
+            allowed = "*nat (kube-proxy's Services)" if self.tables == SERVICE_TABLES else (
+                "*filter and *mangle, and *raw only when empty")
+            raise self.error(header.line or 0, header.column, f"table *{name} is not supported here (the dialect "
+                             f"contract has {allowed})")  # fmt: skip
         if name in self.table_lines:
             raise self.error(header.line or 0, header.column, f"table *{name} appears twice")
         self.table_lines[name] = header.line or 0
@@ -499,7 +505,8 @@ def _parser(family: Family) -> tuple[Lark, IptablesSaveTransformer]:
     return _parsers[family]
 
 
-def parse_iptables(text: str, family: Family = 4, file: str = "<text>") -> Ruleset:
+def parse_iptables(text: str, family: Family = 4, file: str = "<text>",
+                   tables: frozenset[str] = SUPPORTED_TABLES) -> Ruleset:
     """Parse iptables-restore input or iptables-save output (ip6tables for ``family=6``) into a :class:`Ruleset`.
 
     Raises :class:`ArtifactError` (file:line:column and a human message) for syntax errors and for anything not
@@ -507,7 +514,7 @@ def parse_iptables(text: str, family: Family = 4, file: str = "<text>") -> Rules
     """
     with _lock:
         lark, transformer = _parser(family)
-        transformer.begin(file, text)
+        transformer.begin(file, text, tables)
         try:
             return cast(Ruleset, lark.parse(text))
         except UnexpectedInput as e:

@@ -1,4 +1,4 @@
-"""Public entry points for the iptables target's artifacts: ``rules.v4`` and ``ipsets.v4``.
+"""Public entry points for the iptables target's artifacts: ``rules.v4``, ``ipsets.v4`` and ``services.v4``.
 
 ``read_iptables`` reads iptables-restore input (what netpolc emits) and iptables-save output (what a kernel prints
 back after loading it) into one normalized :class:`~verifier.artifacts.models.Ruleset`; ``read_ipsets`` reads
@@ -25,6 +25,15 @@ def read_iptables(text: str, path: str = "<text>", family: Family = 4) -> Rulese
     if family not in (4, 6):
         raise ValueError(f"family must be 4 or 6, not {family!r}")
     return parse_iptables(text, family, path)
+
+
+def read_services(text: str, path: str = "<text>", family: Family = 4) -> Ruleset:
+    """Parse ``services.v4``/``.v6``: kube-proxy's nat table (and nothing else)."""
+    from grammar.iptables_save import SERVICE_TABLES, parse_iptables
+
+    if family not in (4, 6):
+        raise ValueError(f"family must be 4 or 6, not {family!r}")
+    return parse_iptables(text, family, path, SERVICE_TABLES)
 
 
 def read_ipsets(text: str, path: str = "<text>") -> dict[str, IpSet]:

@@ -9,7 +9,7 @@ restore input and iptables-save output give equal objects (reference/iptables.md
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, TypeVar, cast
 
 from verifier.artifacts.models import (
@@ -21,11 +21,13 @@ from verifier.artifacts.models import (
     ConnmarkMatch,
     ConnmarkTarget,
     ConntrackMatch,
+    Dnat,
     Family,
     IcmpMatch,
     Log,
     MarkMatch,
     MarkTarget,
+    Masquerade,
     Match,
     MultiportMatch,
     PortMatch,
@@ -34,6 +36,7 @@ from verifier.artifacts.models import (
     Reject,
     SetMatch,
     SocketMatch,
+    StatisticMatch,
     Target,
     Tproxy,
     Verdict,
@@ -68,9 +71,11 @@ MATCH_OPTIONS: Mapping[str, frozenset[str]] = {
     "icmp6": frozenset({"--icmpv6-type"}),
     "addrtype": frozenset({"--src-type", "--dst-type", "--limit-iface-in", "--limit-iface-out"}),
     "socket": frozenset({"--transparent", "--nowildcard", "--restore-skmark"}),
+    "statistic": frozenset({"--mode", "--probability", "--every", "--packet"}),
 }
 """Supported match modules and the options each takes (canonical spellings): the dialect contract's matches
-(DESIGN.md §4, reference/iptables.md §5.3) plus ``connmark``, which goes with the CONNMARK target."""
+(DESIGN.md §4, reference/iptables.md §5.3) plus ``connmark``, which goes with the CONNMARK target, and
+``statistic``, which kube-proxy's service chains use (services.v4, reference/iptables.md §4.1)."""
 
 _MARK_OPS = frozenset({"--set-xmark", "--set-mark", "--and-mark", "--or-mark", "--xor-mark"})
 _LOG_FLAGS = {"--log-tcp-sequence": "tcp-sequence", "--log-tcp-options": "tcp-options",
@@ -85,8 +90,11 @@ TARGET_OPTIONS: Mapping[str, frozenset[str]] = {
     "CONNMARK": _MARK_OPS | {"--save-mark", "--restore-mark", "--nfmask", "--ctmask", "--mask"},
     "TPROXY": frozenset({"--on-port", "--on-ip", "--tproxy-mark"}),
     "LOG": frozenset({"--log-prefix", "--log-level", *_LOG_FLAGS}),
+    "DNAT": frozenset({"--to-destination"}),
+    "MASQUERADE": frozenset({"--to-ports", "--random", "--random-fully"}),
 }
-"""Supported targets and their options. ``-j NAME`` with any other NAME must be a chain of the same table."""
+"""Supported targets and their options (DNAT and MASQUERADE: kube-proxy's nat table in services.v4).
+``-j NAME`` with any other NAME must be a chain of the same table."""
 
 _NEGATABLE = frozenset({"--mark", "--match-set", "--update-counters", "--update-subcounters", "--ctstate",
                         "--sport", "--dport", "--dports", "--sports", "--ports",
@@ -193,9 +201,32 @@ def build_match(module: str, options: Mapping[str, Opt], protocol: ProtocolMatch
         return IcmpMatch(version, icmp_type, code, opt_or_none.negated)
     if module == "addrtype":
         return _addrtype_match(options)
+    if module == "statistic":
+        return _statistic_match(options)
     if module == "socket":
         return SocketMatch("--transparent" in options, "--nowildcard" in options, "--restore-skmark" in options)
     raise OptionError(f"unknown match module {module!r}")
+
+
+def _statistic_match(options: Mapping[str, Opt]) -> StatisticMatch:
+    mode = _require(options, "--mode", "-m statistic")
+    if mode.value == "random":
+        opt = _require(options, "--probability", "-m statistic --mode random")
+        try:
+            probability = float(opt.value)
+        except ValueError:
+            raise OptionError(f"--probability must be a number, not {opt.value!r}", opt) from None
+        if not 0.0 <= probability <= 1.0:
+            raise OptionError(f"--probability must be between 0 and 1, not {opt.value}", opt)
+        # libxt_statistic stores round(P * 2^31) in a u32 (and prints it back with 11 decimals)
+        return StatisticMatch("random", round(probability * 0x80000000) / 0x80000000, negated=opt.negated)
+    if mode.value == "nth":
+        every = _parsed(_require(options, "--every", "-m statistic --mode nth"), parse_c_uint)
+        packet = _parsed(options["--packet"], parse_c_uint) if "--packet" in options else 0
+        if every == 0 or packet >= every:
+            raise OptionError("--every must be at least 1 and --packet below it", options["--every"])
+        return StatisticMatch("nth", every=every, packet=packet, negated=options["--every"].negated)
+    raise OptionError(f"--mode must be random or nth, not {mode.value!r}", mode)
 
 
 def _set_match(options: Mapping[str, Opt]) -> SetMatch:
@@ -296,6 +327,11 @@ def build_target(name: str, options: Mapping[str, Opt], protocol: ProtocolMatch 
         on_ip = _parsed(options["--on-ip"], lambda text: parse_address(text, family)) if "--on-ip" in options else None
         mark, mask = _parsed(options["--tproxy-mark"], parse_mark_mask) if "--tproxy-mark" in options else (0, 0)
         return Tproxy(port, None if on_ip is None or unspecified(on_ip) else on_ip, mark, mask)
+    if name == "DNAT":
+        return _dnat_target(options, family)
+    if name == "MASQUERADE":
+        random = "random-fully" if "--random-fully" in options else "random" if "--random" in options else ""
+        return Masquerade(random)
     if name == "LOG":
         prefix = options["--log-prefix"].value if "--log-prefix" in options else ""
         if len(prefix) > 29:
@@ -303,6 +339,24 @@ def build_target(name: str, options: Mapping[str, Opt], protocol: ProtocolMatch 
         level = _parsed(options["--log-level"], parse_log_level) if "--log-level" in options else 4
         return Log(prefix, level, frozenset(flag for option, flag in _LOG_FLAGS.items() if option in options))
     raise OptionError(f"unknown target {name!r}")
+
+
+def _dnat_target(options: Mapping[str, Opt], family: Family) -> Dnat:
+    """``--to-destination 10.0.0.1:8080`` or ``[fd00::1]:8080`` (a single address, an optional port)."""
+    opt = _require(options, "--to-destination", "-j DNAT")
+    text = opt.value
+    port: int | None = None
+    if text.startswith("["):
+        address_text, _, rest = text[1:].partition("]")
+        if rest:
+            port = _parsed(replace(opt, values=(rest.removeprefix(":"),)), parse_port)
+    elif family == 4 and ":" in text:
+        address_text, _, port_text = text.partition(":")
+        port = _parsed(replace(opt, values=(port_text,)), parse_port)
+    else:
+        address_text = text
+    address = _parsed(replace(opt, values=(address_text,)), lambda t: parse_address(t, family))
+    return Dnat(address, port)
 
 
 def _connmark_target(options: Mapping[str, Opt]) -> ConnmarkTarget:

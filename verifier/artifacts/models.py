@@ -269,9 +269,21 @@ class SocketMatch:
     restore_skmark: bool = False
 
 
+@dataclass(frozen=True)
+class StatisticMatch:
+    """``-m statistic --mode random --probability P`` or ``--mode nth --every N [--packet K]`` (kube-proxy's
+    backend choice, reference/iptables.md §4.1). ``probability`` is the kernel's: ``round(P * 2**31) / 2**31``."""
+
+    mode: Literal["random", "nth"]
+    probability: float = 0.0
+    every: int = 0
+    packet: int = 0
+    negated: bool = False
+
+
 Match = (
     CommentMatch | MarkMatch | ConnmarkMatch | SetMatch | ConntrackMatch | PortMatch | MultiportMatch | IcmpMatch
-    | AddrtypeMatch | SocketMatch
+    | AddrtypeMatch | SocketMatch | StatisticMatch
 )
 
 
@@ -361,7 +373,22 @@ class Log:
     flags: frozenset[str] = frozenset()
 
 
-Target = Verdict | Jump | Goto | Reject | MarkTarget | ConnmarkTarget | Tproxy | Log
+@dataclass(frozen=True)
+class Dnat:
+    """``-j DNAT --to-destination ADDR[:PORT]`` (nat PREROUTING/OUTPUT): the connection's new destination."""
+
+    address: IPAddress
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class Masquerade:
+    """``-j MASQUERADE [--to-ports P[-Q]] [--random | --random-fully]`` (nat POSTROUTING)."""
+
+    random: str = ""  # "", "random" or "random-fully"
+
+
+Target = Verdict | Jump | Goto | Reject | MarkTarget | ConnmarkTarget | Tproxy | Log | Dnat | Masquerade
 
 
 # ---------------------------------------------------------------------------------------------------------------

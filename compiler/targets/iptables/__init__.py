@@ -1,4 +1,5 @@
-"""The iptables target: ``OUT/iptables/rules.v4`` (iptables-restore) and ``ipsets.v4`` (ipset restore), ``.v6`` too.
+"""The iptables target: ``OUT/iptables/rules.v4`` (iptables-restore) and ``ipsets.v4`` (ipset restore), ``.v6`` too,
+and ``services.v4``: the cluster's Services as kube-proxy programs them (:mod:`.services`).
 
 Node model (DESIGN §4): the files are loaded on the node; endpoints sit behind routed veths, so
 endpoint traffic crosses the node's FORWARD path, host traffic its INPUT/OUTPUT paths. Everything
@@ -68,12 +69,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 from compiler.flow import RuleRef
+from compiler.services import frontends
 from compiler.targets import register
 from compiler.targets.base import Target
 from compiler.targets.iptables.addresses import AddressBook
 from compiler.targets.iptables.chains import FamilyBuilder
 from compiler.targets.iptables.names import Namer
 from compiler.targets.iptables.render import render_rules, render_sets
+from compiler.targets.iptables.services import build_nat, service_rule_count
 
 
 class IptablesTarget(Target):
@@ -106,6 +109,12 @@ class IptablesTarget(Target):
             self._counts[f"chains_v{version}"] = len(builder.filter.chains) + len(builder.mangle.chains)
             self._counts[f"ipsets_v{version}"] = len(builder.sets)
             self._counts[f"ipset_entries_v{version}"] = sum(len(s.members) for s in builder.sets.values())
+        services = frontends(self.ir.cluster)
+        for version in sorted({f.address.version for f in services}):
+            nat = build_nat(services, version, self.ir.cluster.pod_cidrs)
+            files[f"services.v{version}"] = render_rules(f"{header}; kube-proxy iptables mode Services, load with "
+                                                         "iptables-restore --noflush", [nat])
+            self._counts[f"service_rules_v{version}"] = service_rule_count(nat)
         return files
 
     def counts(self) -> dict[str, int]:
