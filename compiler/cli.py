@@ -595,6 +595,62 @@ def _verify_artifacts(args: argparse.Namespace, inputs: Inputs) -> dict[str, dic
     return files
 
 
+# --- cost ---------------------------------------------------------------------------------------
+
+DEFAULT_COST_SIZES = ("1000:10:100", "1000:1000:100", "5000:2500:500", "20000:5000:1000")
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """Sweep synthetic clusters and report per-packet lookup cost on both datapaths."""
+    from pathlib import Path
+
+    from verifier.cost.model import OperationCosts
+    from verifier.cost.render import RENDERERS, plot
+    from verifier.cost.sweep import Point, measure
+
+    try:
+        points = [Point.parse(text) for text in args.sizes or DEFAULT_COST_SIZES]
+        costs = OperationCosts.load(args.costs) if args.costs else OperationCosts()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.connections < 1 or args.established < 0:
+        raise UsageError("--connections must be at least 1 and --established at least 0")
+    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".svg"):
+        raise UsageError(f"--plot {args.plot}: a .png or .svg file")
+    bar = _ProgressBar(len(points))
+    results = []
+    for i, point in enumerate(points):
+        bar.show(i, f"{point} (pods:services:policies)")
+
+        def report(text: str, done: int = i) -> None:
+            bar.show(done, text)
+
+        results.append(measure(point, connections_=args.connections, established=args.established, seed=args.seed,
+                               costs=costs, progress=report))
+    bar.show(len(points), "done")
+    sys.stdout.write(RENDERERS[args.output](results, costs))
+    if args.plot:
+        plot(results, Path(args.plot), args.plot_x)
+        _progress(f"wrote {args.plot}")
+    return 0
+
+
+class _ProgressBar:
+    """``[####------] 2/5 what`` rewritten in place on a terminal; silent in pipes and CI logs."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.shown = sys.stderr.isatty() and not os.environ.get("NETPOLC_QUIET")
+
+    def show(self, done: int, text: str) -> None:
+        if not self.shown:
+            return
+        filled = round(20 * done / max(1, self.total))
+        end = "\n" if done >= self.total else ""
+        print(f"\r\033[K[{'#' * filled}{'-' * (20 - filled)}] {done}/{self.total} {text}", end=end,
+              file=sys.stderr, flush=True)
+
+
 # --- testbed ------------------------------------------------------------------------------------
 
 
@@ -808,6 +864,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-new", choices=[x.value for x in Profile], help="profile for NEW (default --profile)")
     p.add_argument("-o", "--output", choices=["text", "markdown", "json"], default="text")
     p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("cost", help="per-packet lookup cost of Services and policy, iptables vs eBPF, by size")
+    p.add_argument("--sizes", nargs="+", metavar="PODS:SERVICES:POLICIES",
+                   help=f"synthetic cluster sizes to sweep (default: {' '.join(DEFAULT_COST_SIZES)})")
+    p.add_argument("--connections", type=int, default=200, help="connections per size (default 200)")
+    p.add_argument("--established", type=int, default=4, help="later packets per allowed connection (default 4)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--costs", metavar="FILE", help="per-operation costs (JSON from --calibrate; default: published)")
+    p.add_argument("-o", "--output", choices=["text", "markdown", "json"], default="text")
+    p.add_argument("--plot", metavar="FILE", help="also plot estimated cost per packet (.png or .svg)")
+    p.add_argument("--plot-x", choices=["services", "policies"], default="services", help="the plot's x axis")
+    p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser("testbed", help="load a target into a kernel testbed, probe real packets (root)")
     _add_input_options(p)

@@ -27,6 +27,10 @@ class TargetOptions:
     #: emit per-endpoint objects only for the endpoints on this node (pods' ``spec.nodeName``), as
     #: one Cilium agent holds them; None: every endpoint, the one-node model (README "node model")
     node: str | None = None
+    #: emit per-endpoint objects only for these endpoints (``namespace/name``), as if one node held
+    #: just them; None: no such restriction. ``netpolc cost`` uses it to compile the endpoints its
+    #: sampled traffic touches, not all of a 20k-pod cluster
+    endpoints: frozenset[str] | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -77,6 +81,8 @@ class Target(ABC):
         rest of the cluster (the ipcache, peer identities) stays cluster-wide, as on a real node.
         """
         endpoints = self.ir.cluster.endpoints
+        if self.options.endpoints is not None:
+            endpoints = tuple(ep for ep in endpoints if ep.key in self.options.endpoints)
         if self.options.node is None:
             return endpoints
         return tuple(ep for ep in endpoints if ep.node == self.options.node)

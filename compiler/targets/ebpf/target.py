@@ -25,6 +25,7 @@ from compiler.cluster import Endpoint
 from compiler.flow import Direction, Profile, Protocol, RuleRef
 from compiler.identity import ID_HOST
 from compiler.ir.model import Action, EndpointPolicy, IPNetwork, PortMatch, Rule
+from compiler.services import frontends
 from compiler.targets import proxyports
 from compiler.targets.base import Target
 from compiler.targets.ebpf.endpoint_ids import node_endpoint_ids
@@ -41,6 +42,7 @@ from compiler.targets.ebpf.mapstate import ALLOW, DENY, MapState, Value
 from compiler.targets.ebpf.peers import WORLD_FALLBACK, PeerResolver
 from compiler.targets.ebpf.ports import L4_ANY, L4Key, exact_key, l4_keys
 from compiler.targets.ebpf.render import render_policy_table
+from compiler.targets.ebpf.services import lb_entries, map_names
 
 ICMP_PROTOCOLS = (Protocol.ICMP, Protocol.ICMPV6)
 Entries = dict[PolicyKey, PolicyEntry]
@@ -127,6 +129,11 @@ class EbpfTarget(Target):
         files["endpoints.json"] = _dumps(endpoints_doc)
         files["ipcache.json"] = _dump_lines([ipcache_dump_entry(e) for e in ipcache])
         files["policy.txt"] = "\n".join(tables)
+        services, backends = lb_entries(frontends(ir.cluster))
+        for version in sorted({e.version for e in services}):
+            service_map, backend_map = map_names(version)
+            files[f"{service_map}.json"] = _dump_lines([e.dump() for e in services if e.version == version])
+            files[f"{backend_map}.json"] = _dump_lines([e.dump() for e in backends if e.address.version == version])
         counts = [s["entries"] for s in summary]
         scope = {} if self.options.node is None else {"node": self.options.node}
         files["summary.json"] = _dumps({
@@ -138,6 +145,8 @@ class EbpfTarget(Target):
                         "mean": round(sum(counts) / len(counts), 2) if counts else 0.0},
             "ipcache_entries": len(ipcache),
             "overflowing_endpoints": sum(1 for s in summary if s["overflow"]),
+            "lb_service_entries": len(services),
+            "lb_backend_entries": len(backends),
         })
         return files
 

@@ -1,0 +1,130 @@
+"""The cost model: kube-proxy's nat walk and Cilium's lb lookups counted as each datapath does them,
+the same verdicts as the policy evaluators, growth with Services (iptables linear, eBPF flat), the
+``netpolc cost`` command, and the kernel agreeing with the evaluator on sampled Service flows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compiler.flow import Flow, Profile, Protocol
+from compiler.inputs import load_inputs
+from compiler.ir.build import build_ir
+from compiler.ir.evaluate import IREvaluator
+from compiler.services import frontends
+from compiler.targets import emit_targets
+from verifier.artifacts import read_services
+from verifier.cost.evaluate import CostEvaluator
+from verifier.cost.model import OperationCosts
+from verifier.cost.sweep import Point, measure
+from verifier.simulate.services import KubeProxySimulator, _Index
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOP = ROOT / "examples" / "shop"
+
+
+@pytest.fixture(scope="module")
+def shop() -> tuple[object, dict[str, dict[str, str]]]:
+    inputs = load_inputs([str(SHOP)])
+    return inputs, emit_targets(build_ir(inputs, Profile.CILIUM), ["iptables", "ebpf"])[0]
+
+
+def _flows(inputs: object) -> list[Flow]:
+    cluster = inputs.cluster  # type: ignore[attr-defined]
+    out = []
+    for ep in cluster.endpoints:
+        for front in frontends(cluster):
+            out.append(Flow(ep.addresses[0], front.address, Protocol[front.protocol], front.port))
+        out.append(Flow(ep.addresses[0], cluster.endpoints[0].addresses[0], Protocol.TCP, 8080))
+    return out
+
+
+def test_the_indexed_nat_walk_counts_what_a_rule_by_rule_walk_counts(shop: tuple[object, dict]) -> None:
+    inputs, files = shop
+    text = files["iptables"]["services.v4"]
+    node = inputs.cluster.node_address  # type: ignore[attr-defined]
+    lazy = KubeProxySimulator.from_texts({4: (text, "services.v4")}, node)
+    plain = KubeProxySimulator({4: read_services(text, "services.v4")}, node)
+    plain.index = lambda family, chain: _Index(0, {})  # type: ignore[method-assign]
+    for flow in _flows(inputs):
+        for sport in (40000, 40001, 40002):
+            a, b = lazy.resolve(flow, sport), plain.resolve(flow, sport)
+            assert (a.address, a.port, a.rules_evaluated) == (b.address, b.port, b.rules_evaluated), flow
+
+
+def test_a_new_connection_walks_kube_services_to_its_service_and_others_walk_it_all(
+        shop: tuple[object, dict]) -> None:
+    inputs, files = shop
+    cluster = inputs.cluster  # type: ignore[attr-defined]
+    evaluator = CostEvaluator(files, cluster)
+    fronts = [f for f in frontends(cluster) if f.backends]
+    client = cluster.endpoints[0].addresses[0]
+    for position, front in enumerate(fronts, 1):
+        n = len(front.backends)
+        counts = {evaluator.packet(Flow(client, front.address, Protocol[front.protocol], front.port),
+                                   new=True, sport=s).iptables.nat_rules for s in range(40000, 40040)}
+        # PREROUTING jump + scan to its rule, then SVC: masq check + 1..n jumps, then SEP: 2 rules
+        assert counts <= {1 + position + 1 + k + 2 for k in range(1, n + 1)}, (front.name, counts)
+        later = evaluator.packet(Flow(client, front.address, Protocol[front.protocol], front.port), new=False)
+        assert later.iptables.nat_rules == 0 and later.ebpf.lb_lookups == 2
+    pod = evaluator.packet(Flow(client, cluster.endpoints[1].addresses[0], Protocol.TCP, 8080), new=True)
+    assert pod.iptables.nat_rules == 1 + len(fronts) + 1  # the whole scan and the NodePorts rule
+    assert pod.ebpf.lb_lookups == 1  # one miss
+
+
+def test_the_evaluator_gives_the_policy_verdict_of_the_backend_flow(shop: tuple[object, dict]) -> None:
+    inputs, files = shop
+    cluster = inputs.cluster  # type: ignore[attr-defined]
+    evaluator = CostEvaluator(files, cluster)
+    reference = IREvaluator(build_ir(inputs, Profile.CILIUM))  # type: ignore[arg-type]
+    checked = 0
+    for flow in _flows(inputs):
+        cost = evaluator.packet(flow, new=True)
+        expected = reference.evaluate(cost.backend)
+        assert (cost.ebpf.verdict == "dropped") == (not expected.allowed), flow
+        if cost.backend.dst == cost.flow.dst or cost.iptables.nat_rules:
+            checked += 1
+    assert checked > 10
+
+
+def test_iptables_work_grows_with_services_and_ebpf_stays_flat() -> None:
+    small = measure(Point(300, 10, 20), connections_=60)
+    large = measure(Point(300, 600, 20), connections_=60)
+    assert large.new.iptables_nat_rules.mean > 10 * small.new.iptables_nat_rules.mean
+    assert large.new.ebpf_lb_lookups.mean == pytest.approx(small.new.ebpf_lb_lookups.mean, abs=0.5)
+    assert large.established.iptables_rules.mean == small.established.iptables_rules.mean  # conntrack skips nat
+    assert large.new.iptables_ns.mean > large.new.ebpf_ns.mean
+
+
+def test_costs_profile_round_trips_and_bad_profiles_are_refused(tmp_path: Path) -> None:
+    costs = OperationCosts(iptables_rule_ns=40.0, source="calibrated")
+    path = tmp_path / "costs.json"
+    path.write_text(costs.to_json())
+    assert OperationCosts.load(path) == costs
+    assert costs.lpm_lookup_ns(1) < costs.lpm_lookup_ns(10_000) < costs.lpm_lookup_ns(1_000_000)
+    path.write_text('{"nope": 1}')
+    with pytest.raises(ValueError, match="not a netpolc cost profile"):
+        OperationCosts.load(path)
+
+
+def test_cost_cli_tables_json_and_plots(tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "compiler.cli", "cost", *args], capture_output=True, text=True,
+                              cwd=ROOT)
+
+    plot = tmp_path / "cost.svg"
+    run = cli("--sizes", "100:5:5", "100:50:5", "--connections", "20", "-o", "json", "--plot", str(plot))
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert [p["point"] for p in doc["points"]] == ["100:5:5", "100:50:5"]
+    assert plot.read_text().startswith("<?xml")
+    again = tmp_path / "again.svg"
+    assert cli("--sizes", "100:5:5", "100:50:5", "--connections", "20", "--plot", str(again)).returncode == 0
+    assert again.read_bytes() == plot.read_bytes()  # deterministic
+    assert cli("--sizes", "nope").returncode == 2
+    assert cli("--sizes", "100:5:5", "--plot", str(tmp_path / "x.gif")).returncode == 2
