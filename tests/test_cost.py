@@ -128,3 +128,44 @@ def test_cost_cli_tables_json_and_plots(tmp_path: Path) -> None:
     assert again.read_bytes() == plot.read_bytes()  # deterministic
     assert cli("--sizes", "nope").returncode == 2
     assert cli("--sizes", "100:5:5", "--plot", str(tmp_path / "x.gif")).returncode == 2
+
+
+@pytest.mark.kernel
+def test_the_kernel_balances_service_connections_as_the_evaluator_says(shop: tuple[object, dict]) -> None:
+    """services.v4 next to the policy rules in the testbed's node: a pod's connection to a cluster
+    IP is DNATed to a backend and gets the verdict the evaluator gives the backend flow (when every
+    backend of the Service gets the same verdict, since the kernel draws its own backend)."""
+    from compiler.flow import PortSpec
+    from verifier.kernel import Testbed, kernel_unavailable_reason
+    from verifier.kernel.load_iptables import load_iptables
+    from verifier.kernel.probe import ProbeRequest, probe_many
+
+    reason = kernel_unavailable_reason(["iptables-restore", "ipset", "ip"])
+    if reason:
+        pytest.skip(reason)
+    inputs, files = shop
+    cluster = inputs.cluster  # type: ignore[attr-defined]
+    evaluator = CostEvaluator(files, cluster)
+    reference = IREvaluator(build_ir(inputs, Profile.CILIUM))  # type: ignore[arg-type]
+    fronts = [f for f in frontends(cluster) if f.backends and f.protocol == "TCP"]
+    ports = sorted({PortSpec(b.port, Protocol.TCP) for f in fronts for b in f.backends})
+    cases = []
+    for ep in cluster.endpoints:
+        for front in fronts:
+            flow = Flow(ep.addresses[0], front.address, Protocol.TCP, front.port)
+            verdicts = {reference.evaluate(Flow(flow.src, b.address, Protocol.TCP, b.port)).allowed
+                        for b in front.backends if b.address != flow.src}
+            if len(verdicts) == 1 and all(b.address != flow.src for b in front.backends):
+                cost = evaluator.packet(flow, new=True)
+                cases.append((flow, cost.iptables.verdict != "dropped"))
+    assert {allowed for _, allowed in cases} == {True, False}
+    with Testbed(cluster, ports=ports) as tb:
+        load_iptables(tb, files["iptables"])
+        tb.node_exec(["iptables-restore", "--noflush"], input=files["iptables"]["services.v4"])
+        requests = [ProbeRequest(tb.site_of(flow.src).netns, str(flow.dst), flow.protocol, flow.port,  # type: ignore[union-attr]
+                                 str(flow.src)) for flow, _ in cases]
+        results = probe_many(requests)
+    wrong = [(str(flow.src), str(flow.dst), allowed, got) for (flow, allowed), got in zip(cases, results, strict=True)
+             if got.ok != allowed]
+    assert not wrong, wrong
+    assert sum(1 for r in results if r.ok) >= 3  # connections to cluster IPs got through: DNAT happened
