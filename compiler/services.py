@@ -11,18 +11,18 @@ from the frontends resolved here, so they balance over the same backends in the 
 - ``targetPort``: a number is used as is; a name is looked up among each pod's container ports
   for the protocol (pods without it are not backends of that port); absent, it is ``port``.
 - A Service without ``clusterIP`` gets a stable address hashed from ``namespace/name`` into the
-  service CIDR (Kubernetes' default ``--service-cluster-ip-range`` is 10.96.0.0/12), probing past
-  taken ones, so adding a Service does not move the others. Headless Services (``None``) have no
-  frontend.
+  service CIDR (Kubernetes' default ``--service-cluster-ip-range`` is 10.96.0.0/12) as pods get
+  theirs (:func:`compiler.inputs.hash_address`), so adding a Service does not move the others.
+  Headless Services (``None``) have no frontend.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from dataclasses import dataclass
 
 from compiler.cluster import Cluster, Endpoint, Service
+from compiler.inputs import hash_address
 
 #: kube-apiserver's default --service-cluster-ip-range (Kubernetes docs, "Service ClusterIP allocation").
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
@@ -77,14 +77,11 @@ def _addresses(svc: Service, network: ipaddress.IPv4Network | ipaddress.IPv6Netw
                taken: set[IPAddress]) -> list[IPAddress]:
     if svc.cluster_ips:
         return [ipaddress.ip_address(ip) for ip in svc.cluster_ips if ip != "None"]
-    size = network.num_addresses - 2
-    start = int.from_bytes(hashlib.sha256(svc.key.encode()).digest()[:8], "big") % size
-    for step in range(size):
-        candidate = network.network_address + 1 + (start + step) % size
-        if candidate not in taken:
-            taken.add(candidate)
-            return [candidate]
-    return []
+    allocated = hash_address(svc.key, network, taken)
+    if allocated is None:
+        return []
+    taken.add(allocated)
+    return [allocated]
 
 
 def _selected(svc: Service, pods: list[Endpoint]) -> list[Endpoint]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -373,7 +373,7 @@ def _allocate(
         if not ips:
             allocated = []
             for net in networks:
-                new_addr = _hash_address(draft.key, net, taken)
+                new_addr = hash_address(draft.key, net, taken)
                 if new_addr is None:
                     errors.append(InputError(f"pod CIDR {net} is full", source=draft.source))
                     continue
@@ -397,11 +397,13 @@ def _allocate(
     return tuple(endpoints)
 
 
-def _hash_address(
+def hash_address(
     key: str,
     net: ipaddress.IPv4Network | ipaddress.IPv6Network,
-    taken: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str],
+    taken: Collection[ipaddress.IPv4Address | ipaddress.IPv6Address],
 ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A stable address for ``key`` in ``net``: a hash of the key, probing past ``taken`` ones, so the
+    address survives unrelated additions (pods without a status IP, Services without a cluster IP)."""
     first = int(net.network_address) + 2  # skip the network address and the gateway (.1)
     size = min(net.num_addresses - 3, 1 << 32)  # also skip the broadcast address
     if size <= 0:
