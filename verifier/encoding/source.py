@@ -38,6 +38,7 @@ from verifier.encoding.terms import (
     and_,
     eq,
     in_range,
+    ite,
     not_,
     or_,
     outcome,
@@ -131,8 +132,8 @@ class SourceEncoding:
             return outcome(KIND_DROPPED)
         result = outcome(KIND_ALLOWED)
         for side in reversed(sides):
-            result = _if(side.proxy != 0, redirected(side.proxy), result)
-        return _if(allowed, result, outcome(KIND_DROPPED))
+            result = ite(side.proxy != 0, redirected(side.proxy), result)
+        return ite(allowed, result, outcome(KIND_DROPPED))
 
     # --- one direction -------------------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class SourceEncoding:
         allowed = and_(not_(or_(*denies)), or_(*allows))
         proxy = _NO_PROXY
         for parser in sorted(parsers, reverse=True):  # the first parser in name order wins
-            proxy = _if(or_(*parsers[parser]), z3.BitVecVal(proxy_port(parser, direction), 16), proxy)
+            proxy = ite(or_(*parsers[parser]), z3.BitVecVal(proxy_port(parser, direction), 16), proxy)
         return _DirectionTerm(allowed, proxy)
 
     def _rule(self, packet: SymPacket, rule: SourceRule, direction: Direction, own: PeerView, peer: PeerView,
@@ -203,16 +204,6 @@ class SourceEncoding:
         return False if number is None else eq(packet.dport, number)
 
 
-def _if(cond: Cond, then: z3.BitVecRef, otherwise: z3.BitVecRef) -> z3.BitVecRef:
-    if cond is True:
-        return then
-    if cond is False:
-        return otherwise
-    if then.eq(otherwise):
-        return then
-    return z3.If(cond, then, otherwise)
-
-
 def _select(cases: list[tuple[Cond, bool, z3.BitVecRef]]) -> z3.BitVecRef:
     """The term of the case that holds: exact addresses first, then world ranges.
 
@@ -238,5 +229,5 @@ def _chain(cases: list[tuple[Cond, z3.BitVecRef]], fallback: z3.BitVecRef) -> z3
         groups.setdefault(term.get_id(), ([], term))[0].append(cond)
     result = fallback
     for conds, term in groups.values():
-        result = _if(or_(*conds), term, result)
+        result = ite(or_(*conds), term, result)
     return result

@@ -116,7 +116,7 @@ def in_network(address: Value, network: IPNetwork) -> Cond:
 
 
 def ite(cond: Cond, then: z3.BitVecRef, otherwise: z3.BitVecRef) -> z3.BitVecRef:
-    if cond is True:
+    if cond is True or then.eq(otherwise):
         return then
     if cond is False:
         return otherwise
