@@ -20,7 +20,7 @@ import time
 from compiler.flow import Direction, Flow, L7Request
 from verifier.proofs.l7_cases import L7Case, l7_cases
 from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, Status
-from verifier.proofs.run import SHOWN, TIMEOUT_MS
+from verifier.proofs.run import SHOWN, TIMEOUT_MS, flow_text
 from verifier.simulate.ebpf import EbpfArtifacts
 from verifier.simulate.envoy import EnvoySimulator
 from verifier.simulate.source import ReferenceEvaluator
@@ -79,10 +79,6 @@ def prove(ctx: ProofContext) -> ProofResult:
     return ProofResult(NAME, CLAIM, status, cases_total, time.perf_counter() - started, tuple(found), tuple(unknown))
 
 
-def _flow_text(flow: Flow) -> str:
-    return f"{flow.src} -> {flow.dst} {flow.protocol.name}/{flow.port}"
-
-
 def _example(case: L7Case, text: str, sides: tuple[Side, ...], request: str = "") -> Counterexample:
     flow = case.flow
     return Counterexample(case.name, text, sides, str(flow.src), str(flow.dst), flow.protocol.name, flow.port,
@@ -97,7 +93,7 @@ def _source_side(case: L7Case) -> Side:
 
 def _without_request(case: L7Case) -> Counterexample | None:
     """The cases that differ before any request: no Envoy policy, or another parser's."""
-    text = _flow_text(case.flow)
+    text = flow_text(case.flow)
     if case.envoy is None:
         return _example(case, text, (Side("envoy", "no proxy policy for this connection"), _source_side(case)))
     if case.source_parser is not None and case.source_parser != case.envoy.parser:
@@ -119,4 +115,4 @@ def _replay(case: L7Case, request: L7Request, envoy: EnvoySimulator, ref: Refere
     source = Side("source", "allowed" if admitted else "denied: no matching rule's L7 rules admit it",
                   tuple(f"admitted by {r}" for r in admitting) or tuple(f"matching rule {m.ref}" for m in matches))
     sides = (Side("envoy", str(verdict), verdict.trace), source)
-    return _example(case, f"{_flow_text(flow)}: {request}", sides, str(request))
+    return _example(case, f"{flow_text(flow)}: {request}", sides, str(request))

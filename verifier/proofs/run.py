@@ -89,7 +89,7 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
                 sims = _simulators(left, right, ctx)
             example = _replay(piece, witness, left, right, sims)
             if example is None:
-                unknown.append(f"{piece.name}: the formulas differ on {_flow_text(piece, witness)} but the "
+                unknown.append(f"{piece.name}: the formulas differ on {flow_text(_flow_of(piece, witness))} but the "
                                "simulators agree there (an encoding fault; not reported as a counterexample)")
             else:
                 found.append(example)
@@ -119,8 +119,8 @@ def _flow_of(piece: Slice, witness: Any) -> Flow:
     return Flow(address(witness.src), address(witness.dst), Protocol(witness.protocol), witness.port)
 
 
-def _flow_text(piece: Slice, witness: Any) -> str:
-    flow = _flow_of(piece, witness)
+def flow_text(flow: Flow) -> str:
+    """``10.0.0.1 -> 10.0.0.2 TCP/80``, as counterexamples name their flow."""
     return f"{flow.src} -> {flow.dst} {flow.protocol.name}/{flow.port}"
 
 
@@ -130,5 +130,5 @@ def _replay(piece: Slice, witness: Any, left: str, right: str, sims: Mapping[str
     if answers[0].verdict == answers[1].verdict:
         return None
     sides = tuple(Side(t, str(a), tuple(a.trace)) for t, a in zip((left, right), answers, strict=True))
-    return Counterexample(piece.name, _flow_text(piece, witness), sides, str(flow.src), str(flow.dst),
+    return Counterexample(piece.name, flow_text(flow), sides, str(flow.src), str(flow.dst),
                           flow.protocol.name, flow.port)
