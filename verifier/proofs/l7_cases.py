@@ -63,6 +63,7 @@ def l7_cases(ref: ReferenceEvaluator, envoy: EnvoySimulator, ipcache: Ipcache) -
     """Every connection class either side sends to a proxy (see the module docstring)."""
     cluster = ref.cluster
     cells = address_cells(cluster, [str(n) for n in ref.policy_networks()])
+    source_spans = {protocol: _source_spans(ref, protocol) for protocol in L7_PROTOCOLS}
     for ep in cluster.endpoints:
         for address in ep.addresses:
             for direction in Direction:
@@ -70,7 +71,8 @@ def l7_cases(ref: ReferenceEvaluator, envoy: EnvoySimulator, ipcache: Ipcache) -
                 if not redirected and not _source_has_l7(ref, ep, direction):
                     continue
                 for protocol in L7_PROTOCOLS:
-                    for lo, hi in _port_cells(ref, envoy, address, direction, protocol):
+                    spans = source_spans[protocol] | _envoy_spans(envoy, address, direction)
+                    for lo, hi in split_ranges(spans, MAX_PORT):
                         for cell in cells:
                             case = _case(ref, envoy, ipcache, ep.key, address, direction, cell, protocol, lo, hi)
                             if case is not None:
@@ -107,10 +109,9 @@ def _source_has_l7(ref: ReferenceEvaluator, ep: Endpoint, direction: Direction) 
                for rule in unit.allows.get(direction, ()) for pm in rule.ports or ())
 
 
-def _port_cells(ref: ReferenceEvaluator, envoy: EnvoySimulator, address: IPAddress, direction: Direction,
-                protocol: Protocol) -> list[tuple[int, int]]:
-    """Ports cut at every source rule range, every declared container port (named ports), and
-    every Envoy redirect and port-policy range of this endpoint."""
+def _source_spans(ref: ReferenceEvaluator, protocol: Protocol) -> set[tuple[int, int]]:
+    """Where the source's decisions can change: every rule range of the protocol and every
+    declared container port (named ports resolve to them)."""
     spans: set[tuple[int, int]] = set()
     for unit in ref.units:
         for rules in (*unit.allows.values(), *unit.denies.values()):
@@ -120,6 +121,12 @@ def _port_cells(ref: ReferenceEvaluator, envoy: EnvoySimulator, address: IPAddre
                         spans.add((pm.low, pm.high))
     for ep in ref.cluster.endpoints:
         spans.update((p.port, p.port) for p in ep.ports)
+    return spans
+
+
+def _envoy_spans(envoy: EnvoySimulator, address: IPAddress, direction: Direction) -> set[tuple[int, int]]:
+    """Where Envoy's can: the endpoint's redirect and port-policy ranges."""
+    spans: set[tuple[int, int]] = set()
     entry = envoy.entry(address)
     if entry is not None:
         items = list(entry["redirects"])
@@ -129,4 +136,4 @@ def _port_cells(ref: ReferenceEvaluator, envoy: EnvoySimulator, address: IPAddre
         for item in items:
             if item.get("port", 0):
                 spans.add((item["port"], item.get("end_port", 0) or item["port"]))
-    return split_ranges(spans, MAX_PORT)
+    return spans
