@@ -22,12 +22,11 @@ from dataclasses import dataclass
 
 from compiler.cluster import Cluster
 from compiler.flow import Flow
-from compiler.targets.iptables import marks
-from verifier.artifacts import read_ipsets, read_iptables
 from verifier.cost.model import OperationCosts
 from verifier.simulate.ebpf import EbpfArtifacts, EbpfSimulator
-from verifier.simulate.iptables_flow import FlowSimulator, verdict_of_result
+from verifier.simulate.iptables_flow import verdict_of_result
 from verifier.simulate.services import KubeProxySimulator, LbMapSimulator
+from verifier.simulate.targets import iptables_simulators
 
 
 @dataclass(frozen=True)
@@ -73,9 +72,7 @@ class CostEvaluator:
                  costs: OperationCosts | None = None) -> None:
         self.costs = costs or OperationCosts()
         ipt = files["iptables"]
-        ruleset = read_iptables(ipt["rules.v4"], "iptables/rules.v4", 4)
-        ipsets = read_ipsets(ipt.get("ipsets.v4", ""), "iptables/ipsets.v4")
-        self.filter = FlowSimulator(ruleset, ipsets, cluster, tproxy_route=(marks.PROXY, marks.PROXY))
+        self.filter = iptables_simulators(ipt, cluster)[4]
         services = {v: (ipt[f"services.v{v}"], f"iptables/services.v{v}") for v in (4, 6) if f"services.v{v}" in ipt}
         self.kube_proxy = KubeProxySimulator.from_texts(services, cluster.node_address)
         self.lb = LbMapSimulator(files["ebpf"])

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from compiler.cluster import Cluster
 from compiler.flow import Decision, Direction, DirectionDecision, Flow, Profile, Verdict
 from compiler.inputs import Inputs
 from compiler.labels import LabelFilter
 from compiler.targets.proxyports import proxy_port
+
+if TYPE_CHECKING:
+    from verifier.simulate.iptables_flow import FlowSimulator
 
 
 @dataclass(frozen=True)
@@ -65,20 +68,26 @@ class TargetSimulator(Protocol):
     def answer(self, flow: Flow) -> TargetAnswer: ...
 
 
+def iptables_simulators(files: Mapping[str, str], cluster: Cluster) -> dict[int, FlowSimulator]:
+    """A flow simulator per family of ``OUT/iptables/`` rules (with the TPROXY route the loader installs)."""
+    from compiler.targets.iptables import marks
+    from verifier.artifacts import read_ipsets, read_iptables
+    from verifier.simulate.iptables_flow import FlowSimulator
+
+    sims = {}
+    for family in (4, 6):
+        rules = files.get(f"rules.v{family}")
+        if rules is None:
+            continue
+        ruleset = read_iptables(rules, f"iptables/rules.v{family}", family)
+        ipsets = read_ipsets(files.get(f"ipsets.v{family}", ""), f"iptables/ipsets.v{family}")
+        sims[family] = FlowSimulator(ruleset, ipsets, cluster, tproxy_route=(marks.PROXY, marks.PROXY))
+    return sims
+
+
 class _Iptables:
     def __init__(self, files: Mapping[str, str], cluster: Cluster) -> None:
-        from compiler.targets.iptables import marks
-        from verifier.artifacts import read_ipsets, read_iptables
-        from verifier.simulate.iptables_flow import FlowSimulator
-
-        self._sims = {}
-        for family in (4, 6):
-            rules = files.get(f"rules.v{family}")
-            if rules is None:
-                continue
-            ruleset = read_iptables(rules, f"iptables/rules.v{family}", family)
-            ipsets = read_ipsets(files.get(f"ipsets.v{family}", ""), f"iptables/ipsets.v{family}")
-            self._sims[family] = FlowSimulator(ruleset, ipsets, cluster, tproxy_route=(marks.PROXY, marks.PROXY))
+        self._sims = iptables_simulators(files, cluster)
 
     def answer(self, flow: Flow) -> TargetAnswer:
         from verifier.simulate.iptables_flow import verdict_of_result
