@@ -48,13 +48,18 @@ def test_the_indexed_nat_walk_counts_what_a_rule_by_rule_walk_counts(shop: tuple
     inputs, files = shop
     text = files["iptables"]["services.v4"]
     node = inputs.cluster.node_address  # type: ignore[attr-defined]
-    lazy = KubeProxySimulator.from_texts({4: (text, "services.v4")}, node)
-    plain = KubeProxySimulator({4: read_services(text, "services.v4")}, node)
+    indexed = KubeProxySimulator({4: (text, "services.v4")}, node)
+    plain = KubeProxySimulator({4: (text, "services.v4")}, node)
     plain.index = lambda family, chain: _Index(0, {})  # type: ignore[method-assign]
     for flow in _flows(inputs):
         for sport in (40000, 40001, 40002):
-            a, b = lazy.resolve(flow, sport), plain.resolve(flow, sport)
+            a, b = indexed.resolve(flow, sport), plain.resolve(flow, sport)
             assert (a.address, a.port, a.rules_evaluated) == (b.address, b.port, b.rules_evaluated), flow
+    # chains read one at a time are the chains of the whole file, lines included
+    whole = read_services(text, "services.v4")
+    for name, chain in whole.tables["nat"].chains.items():
+        lazy = indexed.rules(4, name)
+        assert lazy == chain.rules and [r.line for r in lazy] == [r.line for r in chain.rules]
 
 
 def test_a_new_connection_walks_kube_services_to_its_service_and_others_walk_it_all(

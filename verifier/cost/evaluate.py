@@ -74,7 +74,7 @@ class CostEvaluator:
         ipt = files["iptables"]
         self.filter = iptables_simulators(ipt, cluster)[4]
         services = {v: (ipt[f"services.v{v}"], f"iptables/services.v{v}") for v in (4, 6) if f"services.v{v}" in ipt}
-        self.kube_proxy = KubeProxySimulator.from_texts(services, cluster.node_address)
+        self.kube_proxy = KubeProxySimulator(services, cluster.node_address)
         self.lb = LbMapSimulator(files["ebpf"])
         artifacts = EbpfArtifacts(files["ebpf"])
         self.ebpf = EbpfSimulator(artifacts)

@@ -27,6 +27,7 @@ text, comments, whether it matched) and the cost: rules evaluated and ipset look
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -58,6 +59,7 @@ from verifier.artifacts.models import (
     Ruleset,
     SetMatch,
     SocketMatch,
+    StatisticMatch,
     Tproxy,
     Verdict,
 )
@@ -437,7 +439,14 @@ class IptablesSimulator:
             return self._addrtype_match(state, match, rule)
         if isinstance(match, SocketMatch):
             return self._socket_match(state, match)
+        if isinstance(match, StatisticMatch):
+            return _statistic_match(match, packet, rule)
         raise SimulationError(f"match {match!r} is not simulated")
+
+    def matches(self, packet: Packet, rule: IptRule) -> bool:
+        """Whether ``rule`` matches ``packet`` (for walks of other tables, such as kube-proxy's nat
+        table; what a match would change on the packet is not kept)."""
+        return self._matches(_State(packet), rule)
 
     def _set_match(self, state: _State, match: SetMatch) -> bool:
         """xt_set: one lookup; fewer src/dst flags than the set has dimensions never matches (ip_set_test)."""
@@ -501,6 +510,22 @@ def _port_match(match: PortMatch, packet: Packet) -> bool:
     if match.sport is not None and match.sport.contains(packet.sport) == match.sport_negated:
         return False
     return not (match.dport is not None and match.dport.contains(packet.dport) == match.dport_negated)
+
+
+def uniform_draw(*parts: object) -> float:
+    """A draw in [0, 1) fixed by ``parts``: the kernel's random choices, made repeatable per flow."""
+    text = "|".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
+def _statistic_match(match: StatisticMatch, packet: Packet, rule: IptRule) -> bool:
+    """xt_statistic random mode, drawn from the connection and the rule (so a flow always takes the
+    same branch, and flows spread as the probability says); nth mode counts packets, which one
+    packet's simulation cannot."""
+    if match.mode != "random":
+        raise SimulationError(f"line {rule.line}: statistic --mode nth is not simulated")
+    draw = uniform_draw(packet.src, packet.sport, packet.dst, packet.dport, packet.protocol, rule.chain, rule.line)
+    return (draw < match.probability) != match.negated
 
 
 def _icmp_match(match: IcmpMatch, packet: Packet) -> bool:

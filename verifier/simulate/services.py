@@ -13,32 +13,31 @@ miss means "no service". A new connection then looks up a random slot and its ba
 lookups); an established one reads the backend its conntrack entry names (two).
 
 The random choices (``statistic --mode random``, the slot) are drawn from a hash of the flow and
-the rule, so a flow always meets the same backend and flows spread as the probabilities say.
+the rule (:func:`verifier.simulate.iptables.uniform_draw`), so a flow always meets the same
+backend and flows spread as the probabilities say.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from compiler.flow import Flow
 from verifier.artifacts.models import (
-    AddrtypeMatch,
+    ArtifactError,
     CommentMatch,
     Dnat,
     Goto,
     IptRule,
     Jump,
-    MarkMatch,
     MarkTarget,
     PortMatch,
     Ruleset,
-    StatisticMatch,
     Verdict,
 )
+from verifier.simulate.iptables import IptablesSimulator, Node, Packet, uniform_draw
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MAX_DEPTH = 16
@@ -60,48 +59,31 @@ class ServiceLookup:
     trace: tuple[str, ...] = field(default=())
 
 
-def _draw(flow: Flow, sport: int, where: str) -> float:
-    """A uniform draw in [0, 1) fixed by the flow and the place it is drawn for."""
-    text = f"{flow.src}|{sport}|{flow.dst}|{flow.port}|{int(flow.protocol)}|{where}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
-
-
 def lb_slot(flow: Flow, sport: int, count: int) -> int:
     """The backend slot (1..count) Cilium's random selection gives this connection here."""
-    return 1 + int(_draw(flow, sport, "lb-slot") * count)
+    return 1 + int(uniform_draw(flow.src, sport, flow.dst, flow.port, int(flow.protocol), "lb-slot") * count)
 
 
 class KubeProxySimulator:
     """kube-proxy's nat table, walked for the first packet of a connection.
 
-    Built from parsed rulesets, or with :meth:`from_texts` from the files themselves, read chain by
-    chain as walks reach them: a 5,000-Service table holds over 100,000 rules, of which one walk
-    needs KUBE-SERVICES and a Service's own chains (each chain is read by the same grammar, and its
-    errors name the line in the file).
+    Rules are matched by :class:`verifier.simulate.iptables.IptablesSimulator`'s matcher (the
+    ``statistic`` draws included); the walk adds what nat does with the verdict: a DNAT ends it.
+    The services files are read chain by chain as walks reach them: a 5,000-Service table holds
+    over 100,000 rules, of which one walk needs KUBE-SERVICES and a Service's own chains (each chain
+    is read by the same grammar, its rules and errors keep their lines in the file).
     """
 
-    def __init__(self, rulesets: Mapping[int, Ruleset], node_address: IPAddress) -> None:
-        self.rulesets = dict(rulesets)
-        self.node = node_address
+    def __init__(self, texts: Mapping[int, tuple[str, str]], node_address: IPAddress) -> None:
+        """``texts``: family → (text, path) of the services files."""
+        self._chains = {family: _LazyNat(text, path, family) for family, (text, path) in texts.items()}
+        self._matchers = {family: IptablesSimulator(Ruleset(family, {}), {},  # type: ignore[arg-type]
+                                                    Node(frozenset({node_address})))
+                          for family in self._chains}
         self._indexes: dict[tuple[int, str], _Index] = {}
-        self._lazy: dict[int, _LazyNat] = {}
-
-    @classmethod
-    def from_texts(cls, texts: Mapping[int, tuple[str, str]], node_address: IPAddress) -> KubeProxySimulator:
-        """``family → (text, path)`` of services files, read lazily."""
-        sim = cls({}, node_address)
-        sim._lazy = {family: _LazyNat(text, path, family) for family, (text, path) in texts.items()}
-        return sim
 
     def rules(self, family: int, chain: str) -> tuple[IptRule, ...]:
-        lazy = self._lazy.get(family)
-        if lazy is not None:
-            return lazy.rules(chain)
-        return self.rulesets[family].chain("nat", chain).rules
-
-    def has_family(self, family: int) -> bool:
-        ruleset = self.rulesets.get(family)
-        return family in self._lazy or (ruleset is not None and "nat" in ruleset.tables)
+        return self._chains[family].rules(chain)
 
     def index(self, family: int, chain: str) -> _Index:
         """The chain's leading run of simple rules, keyed for a direct lookup (built once)."""
@@ -113,14 +95,13 @@ class KubeProxySimulator:
     def resolve(self, flow: Flow, sport: int = 40000, *, from_node: bool = False) -> ServiceLookup:
         """The DNAT the first packet of ``flow`` gets (none: its own destination), with the rules walked."""
         family = flow.dst.version
-        if not self.has_family(family):
+        if family not in self._chains:
             return ServiceLookup(flow.dst, flow.port, False, trace=("no nat table: no Services",))
-        state = _Walk(flow, sport, self.node, lambda chain: self.rules(family, chain),
-                      lambda chain: self.index(family, chain))
-        dnat = state.run("OUTPUT" if from_node else "PREROUTING", 0)
-        if dnat is None:
-            return ServiceLookup(flow.dst, flow.port, False, state.rules, trace=tuple(state.trace))
-        return ServiceLookup(dnat.address, dnat.port or flow.port, True, state.rules, trace=tuple(state.trace))
+        walk = _Walk(self, family, Packet(flow.src, flow.dst, int(flow.protocol), sport, flow.port))
+        dnat = walk.run("OUTPUT" if from_node else "PREROUTING", 0)
+        if not isinstance(dnat, Dnat):
+            return ServiceLookup(flow.dst, flow.port, False, walk.rules, trace=tuple(walk.trace))
+        return ServiceLookup(dnat.address, dnat.port or flow.port, True, walk.rules, trace=tuple(walk.trace))
 
 
 @dataclass(frozen=True)
@@ -185,8 +166,9 @@ class _LazyNat:
         return found
 
     def _parse(self, chain: str) -> tuple[IptRule, ...]:
+        """The chain's lines (with the declarations of the chains they jump to) as one small file,
+        read by the services grammar; lines and errors are mapped back to the whole file."""
         from verifier.artifacts import read_services
-        from verifier.artifacts.models import ArtifactError
 
         if chain not in self.declared:
             raise ArtifactError(self.path, 0, f"chain {chain!r} is not declared in the nat table")
@@ -200,32 +182,32 @@ class _LazyNat:
         except ArtifactError as err:
             line = origin[err.line - 1] if 0 < err.line <= len(origin) else err.line
             raise ArtifactError(self.path, line, err.message, err.column) from None
-        return ruleset.chain("nat", chain).rules
+        return tuple(replace(rule, line=origin[rule.line - 1]) for rule in ruleset.chain("nat", chain).rules)
 
 
 class _Walk:
-    def __init__(self, flow: Flow, sport: int, node: IPAddress, rules: Callable[[str], tuple[IptRule, ...]],
-                 index: Callable[[str], _Index]) -> None:
-        self.flow, self.sport, self.node = flow, sport, node
-        self.chain_rules = rules
-        self.index = index
-        self.mark = 0
+    """One packet's way through the nat chains: rules counted, marks kept, a DNAT or ACCEPT ends it."""
+
+    def __init__(self, sim: KubeProxySimulator, family: int, packet: Packet) -> None:
+        self.sim, self.family, self.packet = sim, family, packet
+        self.matcher = sim._matchers[family]
         self.rules = 0
         self.trace: list[str] = []
 
-    def run(self, chain: str, depth: int) -> Dnat | None:
-        """Walk ``chain``; a DNAT ends the walk (nat's verdict for the connection)."""
+    def run(self, chain: str, depth: int) -> Dnat | Verdict | None:
+        """Walk ``chain``: a DNAT or ACCEPT ends nat's traversal (returned), RETURN or the chain's end
+        returns None to the caller."""
         if depth > _MAX_DEPTH:
             raise ServiceSimulationError(f"nat chain calls nest deeper than {_MAX_DEPTH}")
-        rules = self.chain_rules(chain)
-        index = self.index(chain)
-        flow = self.flow
-        hit = index.first.get((flow.dst, int(flow.protocol), flow.port))
+        rules = self.sim.rules(self.family, chain)
+        packet = self.packet
+        index = self.sim.index(self.family, chain)
+        hit = index.first.get((packet.dst, packet.protocol, packet.dport))
         start = index.length if hit is None else hit  # the simple rules before it do not match
         self.rules += start
         for number, rule in enumerate(rules[start:], start + 1):
             self.rules += 1
-            if not self._matches(rule, f"{chain}#{number}"):
+            if not self.matcher.matches(self.packet, rule):
                 continue
             self.trace.append(f"nat/{chain}#{number}: {rule.raw.strip() or rule.target}")
             target = rule.target
@@ -236,46 +218,13 @@ class _Walk:
                 if found is not None or isinstance(target, Goto):
                     return found
             elif isinstance(target, MarkTarget):
-                self.mark = target.apply(self.mark)
+                self.packet = replace(self.packet, mark=target.apply(self.packet.mark))
             elif isinstance(target, Verdict):
-                return None  # ACCEPT ends nat's traversal, RETURN this chain: no translation either way
+                return target if target.name == "ACCEPT" else None
             elif target is not None:
-                raise ServiceSimulationError(f"nat/{chain}#{number}: target {target!r} is not modelled")
+                raise ServiceSimulationError(f"{self.sim._chains[self.family].path}:{rule.line}: target "
+                                             f"{target!r} is not modelled in the nat walk")
         return None
-
-    def _matches(self, rule: IptRule, where: str) -> bool:
-        flow = self.flow
-        if rule.protocol is not None and (int(flow.protocol) == rule.protocol.number) == rule.protocol.negated:
-            return False
-        if rule.source is not None and not rule.source.matches(flow.src):
-            return False
-        if rule.destination is not None and not rule.destination.matches(flow.dst):
-            return False
-        for match in rule.matches:
-            if isinstance(match, CommentMatch):
-                continue
-            if isinstance(match, PortMatch):
-                if match.dport is not None and match.dport.contains(flow.port) == match.dport_negated:
-                    return False
-                if match.sport is not None and match.sport.contains(self.sport) == match.sport_negated:
-                    return False
-            elif isinstance(match, StatisticMatch):
-                if match.mode != "random":
-                    raise ServiceSimulationError(f"{where}: statistic --mode nth is not modelled")
-                if (_draw(flow, self.sport, where) < match.probability) == match.negated:
-                    return False
-            elif isinstance(match, AddrtypeMatch):
-                local = flow.dst == self.node
-                if match.dst_types is not None and (("LOCAL" in match.dst_types) == local) == match.dst_negated:
-                    return False
-                if match.src_types is not None:
-                    raise ServiceSimulationError(f"{where}: addrtype --src-type is not modelled")
-            elif isinstance(match, MarkMatch):
-                if not match.matches(self.mark):
-                    return False
-            else:
-                raise ServiceSimulationError(f"{where}: match {match!r} is not modelled")
-        return True
 
 
 # --- Cilium's lb maps ---------------------------------------------------------------------------
