@@ -174,3 +174,14 @@ def test_the_kernel_balances_service_connections_as_the_evaluator_says(shop: tup
              if got.ok != allowed]
     assert not wrong, wrong
     assert sum(1 for r in results if r.ok) >= 3  # connections to cluster IPs got through: DNAT happened
+
+
+def test_a_corrupted_lb_map_is_named_with_its_entry(shop: tuple[object, dict]) -> None:
+    from verifier.simulate.ebpf import ArtifactError
+    from verifier.simulate.services import LbMapSimulator
+
+    _, files = shop
+    broken = dict(files["ebpf"])
+    broken["cilium_lb4_backends_v3.json"] = '[{"key": ["0x01"], "value": []}]'
+    with pytest.raises(ArtifactError, match=r"cilium_lb4_backends_v3.json: entry 0"):
+        LbMapSimulator(broken)

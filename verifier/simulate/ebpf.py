@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from compiler.flow import Decision, Direction, DropReason, Flow, IPAddress, Verdict
 from compiler.targets import proxyports
@@ -35,8 +35,10 @@ from compiler.targets.ebpf.layout import (
     IpcacheEntry,
     PolicyEntry,
     PolicyKey,
-    parse_hex_bytes,
+    entry_bytes,
 )
+
+T = TypeVar("T")
 
 WORLD_FALLBACK = {4: 9, 6: 10}  # WORLD_IPV4_ID / WORLD_IPV6_ID (reference/cilium.md §2)
 
@@ -179,11 +181,11 @@ class EbpfArtifacts:
 
     def __init__(self, files: Mapping[str, str]) -> None:
         self.endpoints = [self._endpoint(e) for e in self._json(files, "endpoints.json")]
-        self.ipcache = Ipcache([self._ipcache_entry(i, e) for i, e in enumerate(self._json(files, "ipcache.json"))])
+        self.ipcache = Ipcache(self.map_entries(files, "ipcache.json", IpcacheEntry.decode))
         self.maps: dict[str, PolicyMap] = {}
         for ep in self.endpoints:
             name = f"{ep.policy_map}.json"
-            entries = [self._policy_entry(name, i, e) for i, e in enumerate(self._json(files, name))]
+            entries = self.map_entries(files, name, lambda k, v: (PolicyKey.decode(k), PolicyEntry.decode(v)))
             self.maps[ep.policy_map] = PolicyMap(ep.policy_map, entries)
         self.by_address = {ip: ep for ep in self.endpoints for ip in ep.ips}
 
@@ -216,20 +218,20 @@ class EbpfArtifacts:
         except (KeyError, TypeError, ValueError) as err:
             raise ArtifactError(f"endpoints.json: bad endpoint {doc!r}: {err}") from None
 
-    @staticmethod
-    def _ipcache_entry(index: int, doc: Any) -> IpcacheEntry:
-        try:
-            return IpcacheEntry.decode(parse_hex_bytes(doc["key"], "key"), parse_hex_bytes(doc["value"], "value"))
-        except (KeyError, TypeError, ValueError) as err:
-            raise ArtifactError(f"ipcache.json: entry {index}: {err}") from None
-
-    @staticmethod
-    def _policy_entry(name: str, index: int, doc: Any) -> tuple[PolicyKey, PolicyEntry]:
-        try:
-            return (PolicyKey.decode(parse_hex_bytes(doc["key"], "key")),
-                    PolicyEntry.decode(parse_hex_bytes(doc["value"], "value")))
-        except (KeyError, TypeError, ValueError) as err:
-            raise ArtifactError(f"{name}: entry {index}: {err}") from None
+    @classmethod
+    def map_entries(cls, files: Mapping[str, str], name: str, decode: Callable[[bytes, bytes], T], *,
+                    optional: bool = False) -> list[T]:
+        """Every entry of one dumped map, decoded; a clear error naming the file and entry for
+        anything else (an ``optional`` map that is absent has no entries)."""
+        if optional and name not in files:
+            return []
+        out = []
+        for index, doc in enumerate(cls._json(files, name)):
+            try:
+                out.append(decode(*entry_bytes(doc)))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ArtifactError(f"{name}: entry {index}: {err}") from None
+        return out
 
 
 class EbpfSimulator:

@@ -20,7 +20,6 @@ backend and flows spread as the probabilities say.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -240,8 +239,8 @@ class LbMapSimulator:
     """``cilium_lb{4,6}_services_v2`` / ``_backends_v3`` as ``lb4_local`` reads them."""
 
     def __init__(self, files: Mapping[str, str]) -> None:
-        from compiler.targets.ebpf.layout import parse_hex_bytes
         from compiler.targets.ebpf.services import BackendEntry, ServiceEntry, map_names
+        from verifier.simulate.ebpf import EbpfArtifacts
 
         self._frontends: dict[tuple[IPAddress, int, int], _Frontend] = {}
         self._backends: dict[int, tuple[IPAddress, int]] = {}
@@ -249,8 +248,7 @@ class LbMapSimulator:
             service_map, backend_map = map_names(version)
             slots: dict[tuple[IPAddress, int, int], dict[int, int]] = {}
             counts: dict[tuple[IPAddress, int, int], int] = {}
-            for doc in json.loads(files.get(f"{service_map}.json", "[]")):
-                entry = ServiceEntry.decode(parse_hex_bytes(doc["key"], "key"), parse_hex_bytes(doc["value"], "value"))
+            for entry in EbpfArtifacts.map_entries(files, f"{service_map}.json", ServiceEntry.decode, optional=True):
                 key = (entry.address, entry.port, entry.proto)
                 if entry.slot == 0:
                     counts[key] = entry.count
@@ -259,9 +257,7 @@ class LbMapSimulator:
             for key, count in counts.items():
                 got = slots.get(key, {})
                 self._frontends[key] = _Frontend(count, tuple(got.get(i, 0) for i in range(1, count + 1)))
-            for doc in json.loads(files.get(f"{backend_map}.json", "[]")):
-                key_bytes, value_bytes = parse_hex_bytes(doc["key"], "key"), parse_hex_bytes(doc["value"], "value")
-                backend = BackendEntry.decode(key_bytes, value_bytes)
+            for backend in EbpfArtifacts.map_entries(files, f"{backend_map}.json", BackendEntry.decode, optional=True):
                 self._backends[backend.backend_id] = (backend.address, backend.port)
 
     def resolve(self, flow: Flow, sport: int = 40000, *, new: bool = True) -> ServiceLookup:

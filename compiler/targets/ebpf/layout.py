@@ -218,11 +218,19 @@ def parse_hex_bytes(items: Any, what: str) -> bytes:
     return bytes(out)
 
 
+def dump_entry(key: bytes, value: bytes, formatted: Any) -> dict[str, Any]:
+    """One ``bpftool map dump -j`` entry: key and value bytes, and their ``formatted`` reading."""
+    return {"key": hex_bytes(key), "value": hex_bytes(value), "formatted": formatted}
+
+
+def entry_bytes(doc: Any) -> tuple[bytes, bytes]:
+    """The key and value bytes of one dumped entry (what :func:`dump_entry` wrote)."""
+    return parse_hex_bytes(doc["key"], "key"), parse_hex_bytes(doc["value"], "value")
+
+
 def policy_dump_entry(key: PolicyKey, entry: PolicyEntry) -> dict[str, Any]:
-    return {"key": hex_bytes(key.encode()), "value": hex_bytes(entry.encode()),
-            "formatted": {"key": key.formatted(), "value": entry.formatted()}}
+    return dump_entry(key.encode(), entry.encode(), {"key": key.formatted(), "value": entry.formatted()})
 
 
 def ipcache_dump_entry(entry: IpcacheEntry) -> dict[str, Any]:
-    return {"key": hex_bytes(entry.encode_key()), "value": hex_bytes(entry.encode_value()),
-            "formatted": entry.formatted()}
+    return dump_entry(entry.encode_key(), entry.encode_value(), entry.formatted())

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.services import Frontend
-from compiler.targets.ebpf.layout import hex_bytes
+from compiler.targets.ebpf.layout import dump_entry
 
 PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 SCOPE_EXT = 0  # LB_LOOKUP_SCOPE_EXT
@@ -71,11 +71,11 @@ class ServiceEntry:
         return cls(ipaddress.ip_address(address), int.from_bytes(port, "big"), slot, proto, backend_id, count, rev_nat)
 
     def dump(self) -> dict[str, Any]:
-        return {"key": hex_bytes(self.encode_key()), "value": hex_bytes(self.encode_value()),
-                "formatted": {"key": {"address": str(self.address), "dport": self.port, "backend_slot": self.slot,
-                                      "proto": self.proto, "scope": SCOPE_EXT},
-                              "value": {"backend_id": self.backend_id, "count": self.count,
-                                        "rev_nat_index": self.rev_nat, "flags": 0, "flags2": 0}}}
+        return dump_entry(self.encode_key(), self.encode_value(),
+                          {"key": {"address": str(self.address), "dport": self.port, "backend_slot": self.slot,
+                                   "proto": self.proto, "scope": SCOPE_EXT},
+                           "value": {"backend_id": self.backend_id, "count": self.count,
+                                     "rev_nat_index": self.rev_nat, "flags": 0, "flags2": 0}})
 
 
 @dataclass(frozen=True, order=True)
@@ -104,10 +104,10 @@ class BackendEntry:
         return cls(_BACKEND_ID.unpack(key)[0], ipaddress.ip_address(address), int.from_bytes(port, "big"), proto)
 
     def dump(self) -> dict[str, Any]:
-        return {"key": hex_bytes(self.encode_key()), "value": hex_bytes(self.encode_value()),
-                "formatted": {"key": self.backend_id,
-                              "value": {"address": str(self.address), "port": self.port, "proto": self.proto,
-                                        "flags": 0, "cluster_id": 0, "zone": 0}}}
+        return dump_entry(self.encode_key(), self.encode_value(),
+                          {"key": self.backend_id,
+                           "value": {"address": str(self.address), "port": self.port, "proto": self.proto,
+                                     "flags": 0, "cluster_id": 0, "zone": 0}})
 
 
 def lb_entries(frontends: tuple[Frontend, ...]) -> tuple[list[ServiceEntry], list[BackendEntry]]:
