@@ -542,13 +542,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _slice_progress() -> Callable[[str, int, int], None]:
-    """A progress line on a terminal, rewritten in place (silent in CI logs and pipes)."""
-    shown = sys.stderr.isatty() and not os.environ.get("NETPOLC_QUIET")
+    """A proof's slices as a progress bar on a terminal (silent in CI logs and pipes)."""
+    bar = _ProgressBar(0)
 
     def report(name: str, done: int, total: int) -> None:
-        if shown:
-            end = "\n" if done == total else ""
-            print(f"\rnetpolc: {name}: {done}/{total} slices", end=end, file=sys.stderr, flush=True)
+        bar.total = total
+        bar.show(done, f"{name}: slices")
 
     return report
 
