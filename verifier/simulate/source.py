@@ -154,9 +154,9 @@ class ReferenceEvaluator:
         src_view, dst_view = self._views.of(flow.src), self._views.of(flow.dst)
         egress = ingress = None
         if src_view.endpoint is not None:
-            egress = self._direction(Direction.EGRESS, src_view.endpoint, dst_view, flow)
+            egress = self.direction_matches(Direction.EGRESS, src_view.endpoint, dst_view, flow)[0]
         if dst_view.endpoint is not None:
-            ingress = self._direction(Direction.INGRESS, dst_view.endpoint, src_view, flow)
+            ingress = self.direction_matches(Direction.INGRESS, dst_view.endpoint, src_view, flow)[0]
         return Decision.combine(flow, egress, ingress)
 
     def _units_selecting(self, ep: Endpoint) -> tuple[PolicyUnit, ...]:
@@ -169,9 +169,6 @@ class ReferenceEvaluator:
         return units
 
     # --- one direction --------------------------------------------------------------------------
-
-    def _direction(self, direction: Direction, ep: Endpoint, peer: PeerView, flow: Flow) -> DirectionDecision:
-        return self.direction_matches(direction, ep, peer, flow)[0]
 
     def evaluate_direction(self, flow: Flow, direction: Direction) -> tuple[DirectionDecision, tuple[RuleMatch, ...]]:
         """One direction of a flow whose policy side (the source for egress, the destination for
@@ -280,15 +277,6 @@ class ReferenceEvaluator:
     def view(self, address: IPAddress) -> PeerView:
         return self._views.of(address)
 
-    def peer_matches(self, peer: Peer, view: PeerView, requires: tuple[tuple[Requirement, ...], ...]) -> bool:
-        """Whether ``peer`` (with the units' fromRequires/toRequires) selects the address of ``view``."""
-        return self._peer_matches(peer, view, requires)
-
-    def named_port(self, name: str, protocol: Protocol, direction: Direction, ep: Endpoint,
-                   peer: PeerView) -> int | None:
-        """The number a named port means for ``ep``'s policy toward ``peer`` (SEMANTICS §6)."""
-        return self._resolve_named_port(name, protocol, direction, ep, peer)
-
     def _match_allow(self, rule: SourceRule, ctx: _Context) -> RuleMatch | None:
         ports = self._rule_ports(rule, ctx)
         if ports is None:
@@ -308,7 +296,7 @@ class ReferenceEvaluator:
         """The port entries through which the rule matches the flow; ``()`` when the rule has no
         ports (matches every port); ``None`` when it does not match."""
         requires = ctx.requires_deny if rule.deny else ctx.requires
-        if not any(self._peer_matches(peer, ctx.peer, requires) for peer in rule.peers):
+        if not any(self.peer_matches(peer, ctx.peer, requires) for peer in rule.peers):
             return None
         if rule.ports is None:
             return ()
@@ -317,7 +305,8 @@ class ReferenceEvaluator:
 
     # --- peers and ports -----------------------------------------------------------------------------
 
-    def _peer_matches(self, peer: Peer, view: PeerView, requires: tuple[tuple[Requirement, ...], ...]) -> bool:
+    def peer_matches(self, peer: Peer, view: PeerView, requires: tuple[tuple[Requirement, ...], ...]) -> bool:
+        """Whether ``peer`` (with the units' fromRequires/toRequires) selects the address of ``view``."""
         if isinstance(peer, SelectorPeer):
             if peer.endpoints_only and view.kind is not PeerKind.ENDPOINT:
                 return False
@@ -346,10 +335,10 @@ class ReferenceEvaluator:
             return False
         if pm.name is None:
             return pm.low <= ctx.flow.port <= pm.high
-        number = self._resolve_named_port(pm.name, protocol, ctx.direction, ctx.endpoint, ctx.peer)
+        number = self.named_port(pm.name, protocol, ctx.direction, ctx.endpoint, ctx.peer)
         return number == ctx.flow.port
 
-    def _resolve_named_port(
+    def named_port(
         self, name: str, protocol: Protocol, direction: Direction, ep: Endpoint, peer: PeerView
     ) -> int | None:
         """SEMANTICS §6: ingress against the destination (the policy's endpoint); egress against
