@@ -73,14 +73,20 @@ def kafka_rule_matches(rule: PortRuleKafka, request: KafkaRequest) -> bool:
     return not (rule.topic and rule.topic != request.topic)
 
 
-def dns_rule_matches(rule: FQDNSelector, request: DnsRequest) -> bool:
-    name = request.name.rstrip(".").lower()
-    if rule.matchName is not None:
-        return name == rule.matchName.rstrip(".").lower()
-    parts = dns_pattern_parts(rule.matchPattern or "")
+def dns_name_matches(query: str, match_name: str | None, match_pattern: str | None) -> bool:
+    """Whether a DNS query name fits a ``matchName`` (exact, case-insensitive, trailing dot
+    ignored) or else a ``matchPattern``; the rules' NPDS form holds the same two fields."""
+    name = query.rstrip(".").lower()
+    if match_name is not None:
+        return name == match_name.rstrip(".").lower()
+    parts = dns_pattern_parts(match_pattern or "")
     if parts is None:
         return True
     return re.fullmatch(DNS_WILDCARD.join(re.escape(p) for p in parts), name) is not None
+
+
+def dns_rule_matches(rule: FQDNSelector, request: DnsRequest) -> bool:
+    return dns_name_matches(request.name, rule.matchName, rule.matchPattern)
 
 
 def l7_rule_matches(rule: PortRuleHTTP | PortRuleKafka | FQDNSelector | dict[str, str], request: L7Request) -> bool:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.flow import DnsRequest, HttpRequest, KafkaRequest, L7Request, Protocol
-from compiler.l7match import DNS_WILDCARD, dns_pattern_parts
+from compiler.l7match import dns_name_matches
 
 Json = dict[str, Any]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -264,13 +264,7 @@ def _kafka_ok(rule: Json, request: KafkaRequest) -> bool:
 
 
 def _dns_ok(rule: Json, request: DnsRequest) -> bool:
-    name = request.name.rstrip(".").lower()
-    if "match_name" in rule:
-        return bool(name == rule["match_name"].rstrip(".").lower())
-    parts = dns_pattern_parts(rule.get("match_pattern", ""))
-    if parts is None:
-        return True
-    return re.fullmatch(DNS_WILDCARD.join(re.escape(part) for part in parts), name) is not None
+    return dns_name_matches(request.name, rule.get("match_name"), rule.get("match_pattern"))
 
 
 def _denied_body(listener: Json) -> str:
