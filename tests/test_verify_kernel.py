@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from compiler.cluster import Cluster
 from compiler.flow import Flow, PortSpec, Profile, Protocol
 from compiler.inputs import load_inputs
 from compiler.ir.build import build_ir
@@ -41,6 +42,12 @@ def _corrupted_target(files: dict[str, dict[str, str]], mutated: dict[str, dict[
     return changed[0]
 
 
+def _world(cluster: Cluster, flow: Flow) -> list[str]:
+    """The world namespace's addresses: the usual ones and the flow's addresses no pod or node owns."""
+    owned = {str(a) for ep in cluster.endpoints for a in ep.addresses} | {cluster.node_ip}
+    return sorted({*WORLD, *(str(a) for a in (flow.src, flow.dst) if str(a) not in owned)})
+
+
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
 def test_the_kernel_confirms_the_counterexample(mutation: str, tmp_path: Path) -> None:
     tools = ["iptables-restore", "ipset", "clang", "bpftool", "tc"]
@@ -56,8 +63,7 @@ def test_the_kernel_confirms_the_counterexample(mutation: str, tmp_path: Path) -
     assert result.status is Status.COUNTEREXAMPLE
     found = result.counterexamples[0]
     flow = Flow(ipaddress.ip_address(found.src), ipaddress.ip_address(found.dst), Protocol[found.protocol], found.port)
-    owned = {str(a) for ep in inputs.cluster.endpoints for a in ep.addresses} | {inputs.cluster.node_ip}
-    world = sorted({*WORLD, *(str(a) for a in (flow.src, flow.dst) if str(a) not in owned)})
+    world = _world(inputs.cluster, flow)
     sims = simulators(mutated, inputs.cluster)
     if flow.protocol not in (Protocol.TCP, Protocol.UDP):
         # this kernel has no SCTP sockets: probe the same addresses and port over TCP or UDP,
@@ -111,8 +117,7 @@ def test_the_kernel_sends_the_l7_counterexample_to_the_corrupted_proxy(mutation:
         except NotRedirected:
             continue
     assert proxy_ports
-    owned = {str(a) for ep in inputs.cluster.endpoints for a in ep.addresses} | {inputs.cluster.node_ip}
-    world = sorted({*WORLD, *(str(a) for a in (flow.src, flow.dst) if str(a) not in owned)})
+    world = _world(inputs.cluster, flow)
     with Testbed(inputs.cluster, ports=[PortSpec(flow.port, flow.protocol)], world=world) as tb:
         load = load_iptables(tb, mutated["iptables"])
         got = probe_flows(tb, [flow])[0]
