@@ -84,13 +84,13 @@ class CostEvaluator:
     def packet(self, flow: Flow, *, new: bool, sport: int = 40000) -> PacketCost:
         """The cost of the first packet (``new``) or a later packet of ``flow``'s connection."""
         costs = self.costs
-        nat = self.kube_proxy.resolve(flow, sport) if new else None
+        # the connection's DNAT (a later packet follows it through conntrack without walking nat)
+        nat = self.kube_proxy.resolve(flow, sport)
         lb = self.lb.resolve(flow, sport, new=new)
         # both balance over the same backends but draw differently: count each on its own backend
-        ipt_flow = Flow(flow.src, nat.address, flow.protocol, nat.port) if nat is not None else (
-            Flow(flow.src, lb.address, flow.protocol, lb.port))
+        ipt_flow = Flow(flow.src, nat.address, flow.protocol, nat.port)
         result = self.filter.simulate(ipt_flow, "NEW" if new else "ESTABLISHED")
-        nat_rules = nat.rules_evaluated if nat is not None else 0
+        nat_rules = nat.rules_evaluated if new else 0
         ipt_ns = (nat_rules + result.cost.rules_evaluated) * costs.iptables_rule_ns + \
             result.cost.ipset_lookups * costs.ipset_lookup_ns
         ipt = IptablesCost(verdict_of_result(result).kind, nat_rules, result.cost.rules_evaluated,
