@@ -38,6 +38,7 @@ class AddressCell:
     name: str  # endpoint key, "host", or "a.b.c.d-e.f.g.h"
     representative: IPAddress
     networks: tuple[str, ...] = ()  # for world ranges: the range as CIDRs (minus cluster addresses)
+    span: tuple[int, int] = (0, 0)  # for world ranges: first and last address, as integers
 
     def __str__(self) -> str:
         if self.kind != "world":
@@ -116,7 +117,7 @@ def address_cells(cluster: Cluster, prefixes: Iterable[str]) -> list[AddressCell
                 continue  # every address of the range belongs to the cluster
             first, last = ipaddress.ip_address(lo), ipaddress.ip_address(hi)
             covering = tuple(str(n) for n in ipaddress.summarize_address_range(first, last))
-            cells.append(AddressCell("world", f"{first}-{last}", rep, covering))
+            cells.append(AddressCell("world", f"{first}-{last}", rep, covering, (lo, hi)))
     return cells
 
 

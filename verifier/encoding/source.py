@@ -6,9 +6,10 @@ peer selects an address, what a named port means) — never from the IR or an ar
 "target ≡ source" compares two independent derivations.
 
 Addresses enter only through what they are. A free address of a slice is one of the endpoint
-addresses, the node, or a *world* address; world addresses are split into ranges at every prefix
-the policies mention (``ipBlock``/``toCIDR`` networks and excepts, ``cidr:`` selector keys), inside
-which every peer test gives one answer. Each case is therefore decided on a concrete view, and
+addresses, the node, or a *world* address; world addresses are split into ranges
+(:func:`verifier.regions.address_cells`) at every prefix the policies mention (``ipBlock`` /
+``toCIDR`` networks and excepts, ``cidr:`` selector keys), inside which every peer test gives
+one answer. Each case is therefore decided on a concrete view, and
 only the protocol and port stay symbolic (port ranges, named ports, L7 parsers per protocol).
 Cases with the same formula are merged, so endpoints of one identity cost one branch.
 
@@ -45,7 +46,7 @@ from verifier.encoding.terms import (
     redirected,
 )
 from verifier.proofs.slices import Slice
-from verifier.regions import free_address, world_ranges
+from verifier.regions import address_cells
 from verifier.simulate.source import ReferenceEvaluator
 from verifier.simulate.source_labels import PeerKind, PeerView, Requirement
 from verifier.simulate.source_rules import PortMatch, SourceRule
@@ -82,16 +83,11 @@ class SourceEncoding:
                 self._endpoint_views[address.version].append((int(address), self.ref.view(address)))
         for views in self._endpoint_views.values():
             views.sort(key=lambda item: item[0])
-        taken = {cluster.node_address} | {a for ep in cluster.endpoints for a in ep.addresses}
-        networks = self.ref.policy_networks()
-        self._world: dict[int, list[tuple[int, int, PeerView]]] = {}
-        for version in (4, 6):
-            cells = []
-            for lo, hi in world_ranges(networks, version):
-                rep = free_address(lo, hi, version, taken)
-                if rep is not None:
-                    cells.append((lo, hi, self.ref.view(rep)))
-            self._world[version] = cells
+        self._world: dict[int, list[tuple[int, int, PeerView]]] = {4: [], 6: []}
+        for cell in address_cells(cluster, [str(n) for n in self.ref.policy_networks()]):
+            if cell.kind == "world":
+                lo, hi = cell.span
+                self._world[cell.representative.version].append((lo, hi, self.ref.view(cell.representative)))
         self._directions: dict[tuple[object, ...], _DirectionTerm] = {}
 
     # --- the slice ---------------------------------------------------------------------------
