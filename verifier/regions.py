@@ -91,7 +91,7 @@ def port_cells(irs: Sequence[IR]) -> list[PortCell]:
     return cells
 
 
-def world_ranges(prefixes: Iterable[IPNetwork], version: int) -> list[tuple[int, int]]:
+def _world_ranges(prefixes: Iterable[IPNetwork], version: int) -> list[tuple[int, int]]:
     """The address space of one family cut at every boundary of ``prefixes``: inside one range,
     every prefix either holds every address or none."""
     top = (1 << (32 if version == 4 else 128)) - 1
@@ -111,8 +111,8 @@ def address_cells(cluster: Cluster, prefixes: Iterable[str]) -> list[AddressCell
     cells.append(AddressCell("host", "host", cluster.node_address))
     versions = {4} | {a.version for a in taken} | {n.version for n in nets}
     for version in sorted(versions):
-        for lo, hi in world_ranges(nets, version):
-            rep = free_address(lo, hi, version, taken)
+        for lo, hi in _world_ranges(nets, version):
+            rep = _free_address(lo, hi, version, taken)
             if rep is None:
                 continue  # every address of the range belongs to the cluster
             first, last = ipaddress.ip_address(lo), ipaddress.ip_address(hi)
@@ -121,7 +121,7 @@ def address_cells(cluster: Cluster, prefixes: Iterable[str]) -> list[AddressCell
     return cells
 
 
-def free_address(lo: int, hi: int, version: int, taken: set[IPAddress]) -> IPAddress | None:
+def _free_address(lo: int, hi: int, version: int, taken: set[IPAddress]) -> IPAddress | None:
     """The first address of ``lo..hi`` not in ``taken`` (None: the range is all taken)."""
     make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
     value = lo
