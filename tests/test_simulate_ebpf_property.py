@@ -49,3 +49,21 @@ def test_simulation_equals_ir_on_generated_policy_sets_under_both_profiles(case:
             assert not diff, f"{profile.value} {flow}: {diff}\n--- inputs ---\n{case.yaml}"
         checked += 1
     assume(checked > 0)  # hypothesis fails the run if too many sets compile under neither profile
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=cases())
+def test_entry_bound_never_undercounts_the_final_map(case: GeneratedCase) -> None:
+    """NP103 skips the exact map where the bound fits, so the bound must hold on every endpoint."""
+    checked = 0
+    for profile in Profile:
+        try:
+            ir = build_ir(case.inputs, profile)
+        except InputError:
+            continue
+        target = EbpfTarget(ir)
+        for ep in ir.cluster.endpoints:
+            assert target.entry_bound(ep) >= len(target.endpoint_entries(ep)), (profile.value, ep.key, case.yaml)
+            checked += 1
+    assume(checked > 0)

@@ -14,6 +14,7 @@ CODES: dict[str, str] = {
     # capacity
     "NP101": "identity_limit_exceeded",
     "NP102": "high_cardinality_identity_label",
+    "NP103": "policy_map_overflow",
     "NP104": "port_range_expansion",
     # correctness
     "NP201": "except_outside_cidr",

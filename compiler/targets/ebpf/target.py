@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterable
+from functools import cached_property
 from typing import Any
 
 from compiler.cluster import Endpoint
@@ -92,8 +93,6 @@ class EbpfTarget(Target):
     def emit(self) -> dict[str, str]:
         ir = self.ir
         ipcache = self.ipcache_entries()
-        cidrs = {e.network: e.identity for e in ipcache if e.identity >> 24 == 1}
-        self.resolver = PeerResolver(ir, cidrs)
         self.endpoint_ids = self._endpoint_ids()
         files: dict[str, str] = {}
         endpoints_doc: list[dict[str, Any]] = []
@@ -107,7 +106,7 @@ class EbpfTarget(Target):
             entries = self.endpoint_entries(ep)
             self.entries[ep.key] = entries
             name = map_name(epid)
-            shape = self._map_shape(ep)  # endpoints with the same shape have the same map
+            shape = self.map_shape(ep)  # endpoints with the same shape have the same map
             header = f"Endpoint {epid} {ep.key} (identity {identity}, map {name})"
             if shape not in rendered:
                 rendered[shape] = (_join_lines([self._dump_line(k, v) for k, v in entries.items()]), epid)
@@ -182,6 +181,12 @@ class EbpfTarget(Target):
                 sorted(by_network.items(), key=lambda item: (item[0].version, item[0].network_address,
                                                              item[0].prefixlen))]
 
+    @cached_property
+    def resolver(self) -> PeerResolver:
+        """Peers → map identities, against the CIDR prefixes the ipcache holds."""
+        cidrs = {e.network: e.identity for e in self.ipcache_entries() if e.identity >> 24 == 1}
+        return PeerResolver(self.ir, cidrs)
+
     def _labels(self, number: int) -> list[str]:
         found = self._label_text.get(number)
         if found is None:
@@ -192,7 +197,7 @@ class EbpfTarget(Target):
             self._label_text[number] = found
         return found
 
-    def _map_shape(self, ep: Endpoint) -> tuple[Any, ...]:
+    def map_shape(self, ep: Endpoint) -> tuple[Any, ...]:
         """What an endpoint's map depends on: its identity, and its ports (ingress named ports)."""
         return (self.ir.endpoint_identity(ep.key), ep.ports)
 
@@ -207,7 +212,7 @@ class EbpfTarget(Target):
 
     def endpoint_entries(self, ep: Endpoint) -> Entries:
         """The final entries of one endpoint's map (computed once per identity and ports: its shape)."""
-        shape = self._map_shape(ep)
+        shape = self.map_shape(ep)
         found = self._entries_by_shape.get(shape)
         if found is None:
             entries: Entries = {}
@@ -224,6 +229,33 @@ class EbpfTarget(Target):
             state = self._direction_state(policy, ep)
             hit = self._cache[cache_key] = (state.final(), state)
         return hit
+
+    def entry_bound(self, ep: Endpoint) -> int:
+        """An upper bound on ``len(endpoint_entries(ep))``, cheap enough for every endpoint.
+
+        It counts the distinct candidate keys (peer identity × L4 key per direction; an egress
+        named port resolves to at most one key per peer identity) without merging values: the
+        final map only merges and drops candidates (:meth:`MapState.final`). ``netpolc lint``
+        (NP103) computes the exact map only where this bound exceeds the capacity.
+        """
+        total = 0
+        for direction in Direction:
+            policy = self.ir.policy(ep.key, direction)
+            by_key: dict[L4Key | tuple[str, str], set[int]] = {}
+            for rule in (*policy.allow, *policy.deny):
+                identities = self.resolver.resolve(rule.peer).identities
+                for match in rule.ports or (PortMatch(None),):
+                    if match.name is not None:
+                        assert match.protocol is not None
+                        if direction is Direction.EGRESS and self.ir.profile is Profile.K8S and 0 in identities:
+                            identities = frozenset(self._members)  # resolved per destination identity
+                        keys: list[L4Key | tuple[str, str]] = [(match.name, match.protocol.name)]
+                    else:
+                        keys = list(self._l4(match, direction, ep))
+                    for key in keys:
+                        by_key.setdefault(key, set()).update(identities)
+            total += sum(len(ids) for ids in by_key.values())
+        return total
 
     def endpoint_map(self, ep: Endpoint) -> tuple[Entries, MapState]:
         """The final entries of one endpoint's map, and its candidates (for provenance)."""
