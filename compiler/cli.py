@@ -429,7 +429,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
     rules = all_rules()
     if args.list_rules:
         for code, rule in sorted(rules.items()):
-            print(f"{code}  {rule.name:<40} {rule.severity.value:<8} {rule.summary()}")
+            opt_in = " (opt-in)" if rule.opt_in else ""
+            print(f"{code}  {rule.name:<40} {rule.severity.value:<8} {rule.summary()}{opt_in}")
         return 0
     files = [*(args.files or []), *args.paths]
     if not files:

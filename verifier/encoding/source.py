@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import z3
 
+from compiler.cluster import Endpoint
 from compiler.flow import Direction, Profile, Protocol
 from compiler.inputs import Inputs
 from compiler.labels import LabelFilter
@@ -49,7 +50,7 @@ from verifier.proofs.slices import Slice
 from verifier.regions import address_cells
 from verifier.simulate.source import ReferenceEvaluator
 from verifier.simulate.source_labels import PeerKind, PeerView, Requirement
-from verifier.simulate.source_rules import PortMatch, SourceRule
+from verifier.simulate.source_rules import PolicyUnit, PortMatch, SourceRule
 
 _NO_PROXY = z3.BitVecVal(0, 16)
 
@@ -67,6 +68,52 @@ class _Case:
 class _DirectionTerm:
     allowed: Cond
     proxy: z3.BitVecRef  # 16-bit proxy port; 0 when not redirected
+
+
+@dataclass(frozen=True)
+class RuleTerm:
+    """One allow or deny rule on one (endpoint, direction, peer): when it matches, and (allows
+    only) when it sends the connection to each L7 parser."""
+
+    unit: PolicyUnit
+    rule: SourceRule
+    matches: Cond
+    parsers: dict[str, Cond]
+
+
+@dataclass(frozen=True)
+class DirectionRules:
+    """Every rule deciding one direction of one endpoint against one peer (SEMANTICS §2, §8)."""
+
+    direction: Direction
+    rules: tuple[RuleTerm, ...]
+    enforced: bool
+    default_allow: bool = False  # every selecting unit sets enableDefaultDeny false (SEMANTICS §2)
+    localhost: bool = False  # the node reaching its endpoint under ``cilium`` (SEMANTICS §4.2)
+
+    @property
+    def always(self) -> bool:
+        """Allowed whatever the allow rules say (denies still apply)."""
+        return self.default_allow or self.localhost
+
+    def combine(self, without: SourceRule | None = None) -> _DirectionTerm:
+        """The direction's verdict and proxy port, optionally as if ``without`` were not written:
+        no deny matches and some allow does; the first parser in name order wins."""
+        if not self.enforced:
+            return _DirectionTerm(True, _NO_PROXY)
+        kept = [t for t in self.rules if t.rule is not without]
+        denies = [t.matches for t in kept if t.rule.deny]
+        allows = [t.matches for t in kept if not t.rule.deny]
+        if self.always:
+            allows.append(True)
+        parsers: dict[str, list[Cond]] = {}
+        for term in kept:
+            for name, cond in term.parsers.items():
+                parsers.setdefault(name, []).append(cond)
+        proxy = _NO_PROXY
+        for parser in sorted(parsers, reverse=True):
+            proxy = ite(or_(*parsers[parser]), z3.BitVecVal(proxy_port(parser, self.direction), 16), proxy)
+        return _DirectionTerm(and_(not_(or_(*denies)), or_(*allows)), proxy)
 
 
 class SourceEncoding:
@@ -89,6 +136,20 @@ class SourceEncoding:
                 lo, hi = cell.span
                 self._world[cell.representative.version].append((lo, hi, self.ref.view(cell.representative)))
         self._directions: dict[tuple[object, ...], _DirectionTerm] = {}
+
+    def peer_views(self) -> list[PeerView]:
+        """One view per kind of address a rule can tell apart: endpoint addresses (one per
+        :meth:`_peer_key`, e.g. per label set under ``cilium``), the node, and each world range."""
+        out: dict[tuple[object, ...], PeerView] = {}
+        for family in (4, 6):
+            for _, view in self._endpoint_views[family]:
+                out.setdefault((family, *self._peer_key(view)), view)
+            if self.node.version == family:
+                node = self.ref.view(self.node)
+                out.setdefault((family, *self._peer_key(node)), node)
+            for lo, _, view in self._world[family]:
+                out.setdefault((family, lo), view)
+        return list(out.values())
 
     # --- the slice ---------------------------------------------------------------------------
 
@@ -151,45 +212,56 @@ class SourceEncoding:
 
     def _build_direction(self, packet: SymPacket, direction: Direction, own: PeerView,
                          peer: PeerView) -> _DirectionTerm:
+        return self.direction_rules(packet, direction, own, peer).combine()
+
+    def direction_rules(self, packet: SymPacket, direction: Direction, own: PeerView, peer: PeerView) -> DirectionRules:
+        """Each rule of the units selecting ``own`` in ``direction``, as a condition on ``packet``
+        when the other side is ``peer`` (what the rule-redundancy and deny-override analyses ask)."""
         ref, ep = self.ref, own.endpoint
         assert ep is not None
         units = ref.units_for(ep, direction)
         if not units:
-            return _DirectionTerm(True, _NO_PROXY)
+            return DirectionRules(direction, (), enforced=False)
         requires = tuple(r for u in units for r in u.requires.get(direction, ()))
         requires_deny = tuple(r for u in units for r in u.requires_deny.get(direction, ()))
-        denies: list[Cond] = []
-        allows: list[Cond] = []
-        parsers: dict[str, list[Cond]] = {}
+        terms: list[RuleTerm] = []
         for unit in units:
             for rule in unit.denies.get(direction, ()):
-                denies.append(self._rule(packet, rule, direction, own, peer, requires_deny, None))
+                terms.append(self._rule(packet, unit, rule, direction, own, peer, requires_deny))
             for rule in unit.allows.get(direction, ()):
-                allows.append(self._rule(packet, rule, direction, own, peer, requires, parsers))
-        if ref.default_allows(units, direction) or ref.localhost_allowed(direction, peer):
-            allows.append(True)
-        allowed = and_(not_(or_(*denies)), or_(*allows))
-        proxy = _NO_PROXY
-        for parser in sorted(parsers, reverse=True):  # the first parser in name order wins
-            proxy = ite(or_(*parsers[parser]), z3.BitVecVal(proxy_port(parser, direction), 16), proxy)
-        return _DirectionTerm(allowed, proxy)
+                terms.append(self._rule(packet, unit, rule, direction, own, peer, requires))
+        return DirectionRules(direction, tuple(terms), True, ref.default_allows(units, direction),
+                              ref.localhost_allowed(direction, peer))
 
-    def _rule(self, packet: SymPacket, rule: SourceRule, direction: Direction, own: PeerView, peer: PeerView,
-              requires: tuple[tuple[Requirement, ...], ...], parsers: dict[str, list[Cond]] | None) -> Cond:
-        """When ``rule`` matches (some peer and some port), collecting its L7 redirects."""
+    def peer_matching(self, direction: Direction, ep: Endpoint, peer: PeerView) -> tuple[SourceRule, ...]:
+        """The rules of ``ep``'s units in ``direction`` whose peers select ``peer`` (no formulas)."""
+        units = self.ref.units_for(ep, direction)
+        out: list[SourceRule] = []
+        for deny in (True, False):
+            requires = tuple(r for u in units for r in (u.requires_deny if deny else u.requires).get(direction, ()))
+            for unit in units:
+                for rule in (unit.denies if deny else unit.allows).get(direction, ()):
+                    if any(self.ref.peer_matches(p, peer, requires) for p in rule.peers):
+                        out.append(rule)
+        return tuple(out)
+
+    def _rule(self, packet: SymPacket, unit: PolicyUnit, rule: SourceRule, direction: Direction, own: PeerView,
+              peer: PeerView, requires: tuple[tuple[Requirement, ...], ...]) -> RuleTerm:
+        """When ``rule`` matches (some peer and some port), and when it redirects to each parser."""
         if not any(self.ref.peer_matches(p, peer, requires) for p in rule.peers):
-            return False
+            return RuleTerm(unit, rule, False, {})
         if rule.ports is None:
-            return True
+            return RuleTerm(unit, rule, True, {})
         conds = []
+        parsers: dict[str, list[Cond]] = {}
         for pm in rule.ports:
             for protocol in sorted(pm.protocols):
                 cond = and_(eq(packet.protocol, int(protocol)), self._port(packet, pm, protocol, direction, own, peer))
                 conds.append(cond)
                 parser = pm.parser_for(protocol)
-                if parsers is not None and parser is not None and cond is not False:
+                if parser is not None and cond is not False and not rule.deny:
                     parsers.setdefault(parser, []).append(cond)
-        return or_(*conds)
+        return RuleTerm(unit, rule, or_(*conds), {name: or_(*c) for name, c in parsers.items()})
 
     def _port(self, packet: SymPacket, pm: PortMatch, protocol: Protocol, direction: Direction, own: PeerView,
               peer: PeerView) -> Cond:

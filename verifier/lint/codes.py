@@ -40,6 +40,9 @@ CODES: dict[str, str] = {
     # managed platforms
     "NP401": "clusterwide_policy_on_managed_cilium",
     "NP402": "windows_pods_unenforced",
+    # proof-backed (opt-in: --select NP5)
+    "NP501": "redundant_rule",
+    "NP502": "deny_overrides_allow",
 }
 
 #: Retired codes and what replaced them (never hand these out again).

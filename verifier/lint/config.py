@@ -46,6 +46,10 @@ class LintConfig:
         best_ignore = max((_specificity(p) for p in self.ignore if _covers(p, code)), default=-1)
         return best_select > best_ignore
 
+    def explicitly_selected(self, code: str) -> bool:
+        """Enabled through a select entry naming it or its prefix (not ``ALL``): opt-in rules."""
+        return self.enabled(code) and any(p != "ALL" and _covers(p, code) for p in self.select)
+
     def with_selection(self, select: Iterable[str] | None, ignore: Iterable[str] | None) -> LintConfig:
         return LintConfig(
             tuple(select) if select else self.select,

@@ -26,7 +26,9 @@ def render_rule(code: str) -> str:
         "",
         f"{rule.summary()}",
         "",
-        f"Default severity: **{rule.severity.value}**." + (" Needs the verifier." if rule.needs_verifier else ""),
+        f"Default severity: **{rule.severity.value}**." + (" Needs the verifier." if rule.needs_verifier else "")
+        + (" Opt-in: runs only when selected by code or prefix (e.g. `--select NP5`), not by `ALL`."
+           if rule.opt_in else ""),
         "",
     ]
     for title in SECTIONS:

@@ -67,7 +67,8 @@ def lint(
 ) -> LintResult:
     """Lint the inputs at ``paths`` (files, directories, ``-``)."""
     load = load or LoadOptions()
-    rules = {code: cls() for code, cls in all_rules().items() if config.enabled(code)}
+    rules = {code: cls() for code, cls in all_rules().items()
+             if config.enabled(code) and (not cls.opt_in or config.explicitly_selected(code))}
     files = expand_paths(list(paths))
     findings: list[Finding] = []
     inputs, load_findings = _load_what_loads(files, load, rules)

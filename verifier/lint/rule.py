@@ -37,6 +37,9 @@ class LintRule:
     claims: ClassVar[re.Pattern[str] | None] = None
     #: the rule needs the Z3 verifier (only run when it is installed)
     needs_verifier: ClassVar[bool] = False
+    #: runs only when selected by its code or a prefix (``--select NP5``), not by ``ALL``: it asks
+    #: the solver per rule and costs far more than the others on large clusters
+    opt_in: ClassVar[bool] = False
 
     def check(self, ctx: LintContext) -> Iterator[Finding]:
         """The findings of this rule on the inputs (none by default: a claims-only rule)."""
