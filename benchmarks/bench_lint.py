@@ -6,6 +6,7 @@ slowest rules of the largest one.
 
     python benchmarks/bench_lint.py                                   # 1k, 5k and 20k pods
     python benchmarks/bench_lint.py --sizes 20000:200:5000 --policy-map-max 9000
+    python benchmarks/bench_lint.py --sizes 1000:20:100 5000:50:1000 --select NP5   # the opt-in proof rules
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from verifier.lint.engine import lint
 DEFAULT_SIZES = ("1000:20:100", "5000:50:1000", "20000:200:5000")
 
 
-def run(size: str, options: LintOptions, workdir: Path) -> tuple[dict[str, object], list[tuple[float, str]]]:
+def run(size: str, options: LintOptions, config: LintConfig,
+        workdir: Path) -> tuple[dict[str, object], list[tuple[float, str]]]:
     pods, namespaces, policies = (int(x) for x in size.split(":"))
     paths = write(generate(Scale(pods, namespaces, policies)), workdir / size.replace(":", "-"))
     marks: list[tuple[float, str]] = []
     start = time.perf_counter()
-    result = lint([str(p) for p in paths], options, LintConfig(),
+    result = lint([str(p) for p in paths], options, config,
                   progress=lambda rule: marks.append((time.perf_counter(), rule)))
     end = time.perf_counter()
     # each progress mark starts a rule; the first mark ends loading
@@ -47,6 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), metavar="PODS:NAMESPACES:POLICIES")
     parser.add_argument("--policy-map-max", type=int, default=16384)
+    parser.add_argument("--select", nargs="+", default=["ALL"],
+                        help="codes or prefixes, as netpolc lint --select (e.g. NP5 for the opt-in proof rules)")
     args = parser.parse_args()
     options = LintOptions(policy_map_max=args.policy_map_max)
     print("| pods | policies | load s | total s | findings |")
@@ -54,7 +58,7 @@ def main() -> None:
     slowest: list[tuple[float, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            row, slowest = run(size, options, Path(tmp))
+            row, slowest = run(size, options, LintConfig(select=tuple(args.select)), Path(tmp))
             print(f"| {row['pods']} | {row['policies']} | {row['load_s']:.2f} | {row['total_s']:.2f} | "
                   f"{row['findings']} |", flush=True)
     print("\nslowest rules at the last size:")

@@ -54,7 +54,7 @@ class PolicyMapOverflow(LintRule):
 
     ## Use instead
     Narrow the peers to the workloads that connect, align port ranges to power-of-two
-    boundaries, or raise `bpf-policy-map-max` (where the platform allows it):
+    boundaries, or raise `bpf-policy-map-max` (not on AKS-managed Cilium, where cilium-config is fixed):
     ```yaml
     ingress:
       - fromEndpoints: [{matchLabels: {app: frontend}}]
@@ -96,6 +96,8 @@ class PolicyMapOverflow(LintRule):
                 SourceRef(culprit.ref.file, culprit.ref.line),
                 f"{culprit.ref.path}: policy maps of {len(names)} endpoint(s) ({shown}) need up to {size} entries, "
                 f"over --policy-map-max {limit} (Cilium fails with E2BIG); this rule adds {count} of them",
-                fix="narrow the peers, align port ranges to power-of-two boundaries, or raise bpf-policy-map-max",
+                fix="narrow the peers or align port ranges to power-of-two boundaries"
+                + (" (bpf-policy-map-max is cilium-config, which AKS-managed Cilium does not let you change)"
+                   if ctx.options.platform == "aks-managed" else ", or raise bpf-policy-map-max"),
                 policy=culprit.ref.policy,
             )
