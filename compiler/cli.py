@@ -118,6 +118,17 @@ def _ports(values: Sequence[str]) -> list[PortSpec]:
     return out
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a whole file or nothing (never a partial output file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {err.strerror or err}") from None
+
+
 def _progress(message: str) -> None:
     if sys.stderr.isatty() and not os.environ.get("NETPOLC_QUIET"):
         print(f"netpolc: {message}", file=sys.stderr)
@@ -617,6 +628,18 @@ def cmd_cost(args: argparse.Namespace) -> int:
         raise UsageError("--connections must be at least 1 and --established at least 0")
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--plot {args.plot}: a .png or .svg file")
+    if args.calibrate:
+        from verifier.cost.calibrate import CalibrationUnavailable, calibrate, table
+
+        try:
+            costs = calibrate(progress=_progress)
+        except CalibrationUnavailable as err:
+            raise UsageError(str(err)) from None
+        _write_atomic(Path(args.calibrate), costs.to_json())
+        sys.stdout.write(table(costs))
+        _progress(f"wrote {args.calibrate} (use it with --costs {args.calibrate})")
+        if not args.sizes:
+            return 0
     bar = _ProgressBar(len(points))
     results = []
     for i, point in enumerate(points):
@@ -872,6 +895,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--established", type=int, default=4, help="later packets per allowed connection (default 4)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--costs", metavar="FILE", help="per-operation costs (JSON from --calibrate; default: published)")
+    p.add_argument("--calibrate", metavar="FILE",
+                   help="measure the per-operation costs on this kernel (root), write them to FILE and use them; "
+                        "without --sizes, stop there")
     p.add_argument("-o", "--output", choices=["text", "markdown", "json"], default="text")
     p.add_argument("--plot", metavar="FILE", help="also plot estimated cost per packet (.png or .svg)")
     p.add_argument("--plot-x", choices=["services", "policies"], default="services", help="the plot's x axis")

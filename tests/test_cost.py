@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from compiler.cli import main
 from compiler.flow import Flow, Profile, Protocol
 from compiler.inputs import load_inputs
 from compiler.ir.build import build_ir
@@ -185,3 +186,24 @@ def test_a_corrupted_lb_map_is_named_with_its_entry(shop: tuple[object, dict]) -
     broken["cilium_lb4_backends_v3.json"] = '[{"key": ["0x01"], "value": []}]'
     with pytest.raises(ArtifactError, match=r"cilium_lb4_backends_v3.json: entry 0"):
         LbMapSimulator(broken)
+
+
+@pytest.mark.kernel
+def test_calibration_measures_every_operation_and_the_cli_writes_a_usable_profile(tmp_path: Path) -> None:
+    """``netpolc cost --calibrate``: plausible magnitudes (a rule is nanoseconds, not microseconds;
+    an LPM lookup costs more in a bigger trie), and the profile feeds ``--costs``."""
+    from verifier.cost.calibrate import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    path = tmp_path / "profile.json"
+    assert main(["cost", "--calibrate", str(path)]) == 0
+    costs = OperationCosts.load(path)
+    assert costs.source.startswith("calibrated on")
+    for value in (costs.iptables_rule_ns, costs.iptables_legacy_rule_ns, costs.ipset_lookup_ns,
+                  costs.bpf_hash_lookup_ns):
+        assert 0.5 < value < 2000, costs
+    assert [n for n, _ in costs.lpm_points] == [1, 100, 1_000, 10_000, 100_000]
+    assert costs.lpm_points[-1][1] > costs.lpm_points[0][1], costs
+    assert set(costs.details) == {"iptables", "ipset", "bpf"}

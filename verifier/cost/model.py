@@ -1,7 +1,8 @@
 """What one datapath operation costs in nanoseconds: published defaults, or a calibration profile
 measured on this machine (``netpolc cost --calibrate``), stored as a small JSON file.
 
-Defaults, from reference/iptables.md §7:
+Defaults, from reference/iptables.md §7 (the estimates use the nf_tables backend's rule cost; a
+profile also records the legacy backend's):
 
 - iptables rule: 22 ns, the slope of Kubernetes' first-packet latency per extra KUBE-SERVICES rule
   (k8s blog 2025-02-28, p99 ≈ 21–23 ns per service); §7.1's working figure is 20–75 ns.
@@ -33,7 +34,8 @@ LPM_POINTS: tuple[tuple[int, float], ...] = (
 class OperationCosts:
     """Nanoseconds per operation, and where the numbers come from."""
 
-    iptables_rule_ns: float = 22.0
+    iptables_rule_ns: float = 22.0  # the nf_tables backend (iptables-nft), today's default
+    iptables_legacy_rule_ns: float = 22.0  # the legacy backend (x_tables); published figures do not split them
     ipset_lookup_ns: float = 60.0
     bpf_hash_lookup_ns: float = 30.0
     lpm_points: tuple[tuple[int, float], ...] = LPM_POINTS

@@ -31,7 +31,7 @@ STATE_DIR = Path("/run/netpolc-testbed")
 COMMAND_TIMEOUT = 60.0
 
 #: Exactly the names this package makes (other tools' ``npc-…`` namespaces are never touched).
-_NAME_RE = re.compile(r"^npc-([0-9a-f]{6})-(node|world|check|e[0-9]+)$")
+_NAME_RE = re.compile(r"^npc-([0-9a-f]{6})-(node|world|check|cal|e[0-9]+)$")
 
 
 class KernelError(RuntimeError):
@@ -183,7 +183,7 @@ def _owner_alive(run_id: str) -> bool:
 def cleanup_stale(*, force: bool = False) -> list[str]:
     """Remove testbed namespaces left by crashed runs (their owner process is gone); return their names.
 
-    Only names of this package's exact form (``npc-<6 hex>-node|world|check|e<N>``) are
+    Only names of this package's exact form (``npc-<6 hex>-node|world|check|cal|e<N>``) are
     considered. With ``force`` they all go, including those of live runs. Processes still inside
     (listeners orphaned by a SIGKILL) are killed first.
     """
