@@ -628,6 +628,12 @@ def cmd_cost(args: argparse.Namespace) -> int:
         raise UsageError("--connections must be at least 1 and --established at least 0")
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--plot {args.plot}: a .png or .svg file")
+    if args.measure:
+        from verifier.cost.calibrate import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            raise UsageError(f"--measure: cannot time packets on this machine: {reason}")
     if args.calibrate:
         from verifier.cost.calibrate import CalibrationUnavailable, calibrate, table
 
@@ -649,7 +655,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
             bar.show(done, text)
 
         results.append(measure(point, connections_=args.connections, established=args.established, seed=args.seed,
-                               costs=costs, progress=report))
+                               costs=costs, progress=report, kernel=args.measure))
     bar.show(len(points), "done")
     sys.stdout.write(RENDERERS[args.output](results, costs))
     if args.plot:
@@ -898,6 +904,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", metavar="FILE",
                    help="measure the per-operation costs on this kernel (root), write them to FILE and use them; "
                         "without --sizes, stop there")
+    p.add_argument("--measure", action="store_true",
+                   help="also time the first packets on this kernel (root): kube-proxy's nat walk with real "
+                        "packets, the eBPF policy path with BPF_PROG_TEST_RUN; shown next to the estimates")
     p.add_argument("-o", "--output", choices=["text", "markdown", "json"], default="text")
     p.add_argument("--plot", metavar="FILE", help="also plot estimated cost per packet (.png or .svg)")
     p.add_argument("--plot-x", choices=["services", "policies"], default="services", help="the plot's x axis")

@@ -206,4 +206,21 @@ def test_calibration_measures_every_operation_and_the_cli_writes_a_usable_profil
         assert 0.5 < value < 2000, costs
     assert [n for n, _ in costs.lpm_points] == [1, 100, 1_000, 10_000, 100_000]
     assert costs.lpm_points[-1][1] > costs.lpm_points[0][1], costs
-    assert set(costs.details) == {"iptables", "ipset", "bpf"}
+    assert set(costs.details) == {"iptables", "ipset", "dnat", "bpf"}
+
+
+@pytest.mark.kernel
+def test_kernel_times_sit_next_to_the_estimates_and_the_nat_walk_grows_with_services() -> None:
+    """``netpolc cost --measure``: the nat walk measured with real packets grows with the Services
+    (a ratio within one run, not a wall-clock bound), and the eBPF policy path is timed per flow."""
+    from verifier.cost.calibrate import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    few, many = (measure(Point(1000, services, 50), connections_=60, kernel=True) for services in (10, 1000))
+    assert few.kernel is not None and many.kernel is not None
+    assert many.kernel.nat_flows > 0 and many.kernel.policy_flows > 0
+    assert many.kernel.nat_estimated_ns > 10 * few.kernel.nat_estimated_ns
+    assert many.kernel.nat_measured_ns > 2 * few.kernel.nat_measured_ns, (few.kernel, many.kernel)
+    assert many.kernel.policy_measured_ns > 0 and many.kernel.policy_estimated_ns > 0

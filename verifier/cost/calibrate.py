@@ -45,6 +45,7 @@ def calibrate(progress: Callable[[str], None] = lambda _: None) -> OperationCost
         iptables_rule_ns=ipt.rule_ns["nft"],
         iptables_legacy_rule_ns=ipt.rule_ns["legacy"],
         ipset_lookup_ns=ipt.ipset_lookup_ns,
+        dnat_ns=ipt.dnat_ns,
         bpf_hash_lookup_ns=bpf.hash_lookup_ns,
         lpm_points=bpf.lpm_points,
         source=f"calibrated on {host}",
@@ -54,6 +55,8 @@ def calibrate(progress: Callable[[str], None] = lambda _: None) -> OperationCost
                         "packets, per backend",
             "ipset": f"extra slope of {ipt.rules} '-m set --match-set' rules over plain ones "
                      f"({calibrate_iptables.SET_MEMBERS}-member hash:ip set, nf_tables backend)",
+            "dnat": "TCP connections through a one-rule nat OUTPUT chain: to the DNAT rule's address minus to "
+                    "another (same walk, no rewrite)",
             "bpf": f"BPF_PROG_TEST_RUN slope of 0 vs {calibrate_bpf.LOOKUPS} lookups per run, {bpf.repeat} runs; "
                    f"hash keyed like lb4_key ({calibrate_bpf.HASH_ENTRIES} entries), LPM keyed like ipcache_key",
         },
@@ -66,6 +69,7 @@ def table(costs: OperationCosts) -> str:
         ("iptables rule (nf_tables)", costs.iptables_rule_ns),
         ("iptables rule (legacy)", costs.iptables_legacy_rule_ns),
         ("ipset lookup", costs.ipset_lookup_ns),
+        ("DNAT of a new connection", costs.dnat_ns),
         ("BPF hash lookup", costs.bpf_hash_lookup_ns),
         *((f"BPF LPM lookup, {n:,} entries", ns) for n, ns in costs.lpm_points),
     ]

@@ -91,8 +91,9 @@ class CostEvaluator:
         ipt_flow = Flow(flow.src, nat.address, flow.protocol, nat.port)
         result = self.filter.simulate(ipt_flow, "NEW" if new else "ESTABLISHED")
         nat_rules = nat.rules_evaluated if new else 0
+        dnat = new and (nat.address, nat.port) != (flow.dst, flow.port)
         ipt_ns = (nat_rules + result.cost.rules_evaluated) * costs.iptables_rule_ns + \
-            result.cost.ipset_lookups * costs.ipset_lookup_ns
+            result.cost.ipset_lookups * costs.ipset_lookup_ns + (costs.dnat_ns if dnat else 0.0)
         ipt = IptablesCost(verdict_of_result(result).kind, nat_rules, result.cost.rules_evaluated,
                            result.cost.ipset_lookups, ipt_ns)
         ebpf_flow = Flow(flow.src, lb.address, flow.protocol, lb.port)

@@ -6,6 +6,7 @@ profile also records the legacy backend's):
 
 - iptables rule: 22 ns, the slope of Kubernetes' first-packet latency per extra KUBE-SERVICES rule
   (k8s blog 2025-02-28, p99 ≈ 21–23 ns per service); §7.1's working figure is 20–75 ns.
+- DNAT of a new connection: 0 (no published figure; calibration measures it, ~1 µs here).
 - ipset lookup: 60 ns. No published per-lookup figure (§7.2); an estimate of a hash lookup plus
   xt_set's overhead, until calibrated.
 - BPF hash lookup: 30 ns (Protopopov's bpf-hashmap-lookup bench: 20–32 ns for 4-byte keys,
@@ -37,6 +38,9 @@ class OperationCosts:
     iptables_rule_ns: float = 22.0  # the nf_tables backend (iptables-nft), today's default
     iptables_legacy_rule_ns: float = 22.0  # the legacy backend (x_tables); published figures do not split them
     ipset_lookup_ns: float = 60.0
+    #: a new connection's DNAT by kube-proxy (conntrack's nat setup); no published figure, so 0
+    #: until ``--calibrate`` measures it
+    dnat_ns: float = 0.0
     bpf_hash_lookup_ns: float = 30.0
     lpm_points: tuple[tuple[int, float], ...] = LPM_POINTS
     source: str = "published figures (reference/iptables.md §7)"

@@ -27,26 +27,60 @@ def _row(r: PointResult) -> list[str]:
             f"{r.established.ebpf_lookups.mean:.1f}", f"{ratio:.1f}x"]
 
 
+KERNEL_COLUMNS = ("pods", "services", "policies", "ipt nat ns measured", "ipt nat ns est.", "measured/est.",
+                  "ebpf policy ns measured", "ebpf policy ns est.", "measured/est.")
+
+
+def _kernel_row(r: PointResult) -> list[str] | None:
+    k = r.kernel
+    if k is None:
+        return None
+    return [str(r.point.pods), str(r.point.services), str(r.point.policies), f"{k.nat_measured_ns:.0f}",
+            f"{k.nat_estimated_ns:.0f}", f"{k.nat_ratio:.2f}x", f"{k.policy_measured_ns:.0f}",
+            f"{k.policy_estimated_ns:.0f}", f"{k.policy_ratio:.2f}x"]
+
+
+def _kernel_rows(results: Sequence[PointResult]) -> list[list[str]]:
+    return [row for r in results if (row := _kernel_row(r)) is not None]
+
+
 def render_markdown(results: Sequence[PointResult], costs: OperationCosts) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---:|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_row(r)) + " |" for r in results]
+    measured = _kernel_rows(results)
+    if measured:
+        lines += ["", "Measured on this kernel (new connections; see verifier/kernel/measure_cost.py):", "",
+                  "| " + " | ".join(KERNEL_COLUMNS) + " |", "|" + "---:|" * len(KERNEL_COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in measured]
     lines += ["", f"Per-operation costs: {costs.source}; iptables rule {costs.iptables_rule_ns:g} ns, ipset lookup "
               f"{costs.ipset_lookup_ns:g} ns, BPF hash lookup {costs.bpf_hash_lookup_ns:g} ns, LPM lookup by size "
               f"({costs.lpm_lookup_ns(1000):.0f} ns at 1k entries)."]
     return "\n".join(lines) + "\n"
 
 
+def _aligned(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    rows = [list(header), *body]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+
+
 def render_text(results: Sequence[PointResult], costs: OperationCosts) -> str:
-    rows = [list(COLUMNS), *(_row(r) for r in results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    out = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    out = _aligned(COLUMNS, [_row(r) for r in results])
+    measured = _kernel_rows(results)
+    if measured:
+        out += ["", "measured on this kernel (new connections):", *_aligned(KERNEL_COLUMNS, measured)]
     out.append(f"per-operation costs: {costs.source}")
     return "\n".join(out) + "\n"
 
 
 def render_json(results: Sequence[PointResult], costs: OperationCosts) -> str:
-    doc = {"costs": json.loads(costs.to_json()),
-           "points": [{**asdict(r), "point": str(r.point)} for r in results]}
+    points = []
+    for r in results:
+        item = {**asdict(r), "point": str(r.point)}
+        if r.kernel is not None:
+            item["kernel"].update(nat_ratio=round(r.kernel.nat_ratio, 3), policy_ratio=round(r.kernel.policy_ratio, 3))
+        points.append(item)
+    doc = {"costs": json.loads(costs.to_json()), "points": points}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 

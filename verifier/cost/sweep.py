@@ -105,6 +105,27 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class KernelTimes:
+    """Kernel-measured ns per new-connection packet next to the estimate of the same part
+    (:mod:`verifier.kernel.measure_cost` says what each part covers)."""
+
+    nat_measured_ns: float  # iptables: what kube-proxy's nat table adds to a first packet (TCP flows)
+    nat_estimated_ns: float
+    nat_flows: int
+    policy_measured_ns: float  # eBPF: the policy path (both sides' TC programs), no load balancer
+    policy_estimated_ns: float
+    policy_flows: int
+
+    @property
+    def nat_ratio(self) -> float:
+        return self.nat_measured_ns / self.nat_estimated_ns if self.nat_estimated_ns else 0.0
+
+    @property
+    def policy_ratio(self) -> float:
+        return self.policy_measured_ns / self.policy_estimated_ns if self.policy_estimated_ns else 0.0
+
+
+@dataclass(frozen=True)
 class PointResult:
     point: Point
     endpoints: int
@@ -114,6 +135,7 @@ class PointResult:
     allowed_share: float  # of the connections, on iptables
     seconds: float
     phases: dict[str, float] = field(default_factory=dict)
+    kernel: KernelTimes | None = None
 
 
 def connections(cluster: Cluster, fronts: Sequence[Frontend], count: int, seed: int,
@@ -155,8 +177,10 @@ def connections(cluster: Cluster, fronts: Sequence[Frontend], count: int, seed: 
 
 
 def measure(point: Point, *, connections_: int = 200, established: int = 4, seed: int = 1,
-            costs: OperationCosts | None = None, progress: Callable[[str], None] = lambda _: None) -> PointResult:
-    """Generate, compile and replay one point."""
+            costs: OperationCosts | None = None, progress: Callable[[str], None] = lambda _: None,
+            kernel: bool = False) -> PointResult:
+    """Generate, compile and replay one point; with ``kernel``, also time the first packets on
+    this kernel (root; :mod:`verifier.kernel.measure_cost`)."""
     started = time.perf_counter()
     phases: dict[str, float] = {}
 
@@ -199,6 +223,34 @@ def measure(point: Point, *, connections_: int = 200, established: int = 4, seed
             allowed += 1
         if first.iptables.verdict != "dropped" and first.ebpf.verdict != "dropped":
             later.extend([evaluator.packet(flow, new=False, sport=sport)] * established)  # all alike
-    phase("replay", t)
+    t = phase("replay", t)
+    times = None
+    if kernel:
+        progress(f"{point}: timing first packets on the kernel")
+        times = kernel_times(files, new, costs or OperationCosts(), progress)
+        phase("kernel", t)
     return PointResult(point, len(cluster.endpoints), len(fronts), Summary.of(new), Summary.of(later),
-                       allowed / max(1, len(traffic)), time.perf_counter() - started, phases)
+                       allowed / max(1, len(traffic)), time.perf_counter() - started, phases, times)
+
+
+#: first packets timed with BPF_PROG_TEST_RUN per point (each run is one bpftool call)
+KERNEL_POLICY_FLOWS = 60
+
+
+def kernel_times(files: dict[str, dict[str, str]], new: Sequence[PacketCost], costs: OperationCosts,
+                 progress: Callable[[str], None]) -> KernelTimes:
+    """Measure the replayed first packets on the kernel and estimate the same parts."""
+    from verifier.kernel.measure_cost import ebpf_policy_ns, mean, nat_first_packet_ns
+
+    tcp = [p for p in new if p.flow.protocol is Protocol.TCP and p.flow.dst.version == 4]
+    targets = [(str(p.flow.dst), p.flow.port) for p in tcp]
+    nat = nat_first_packet_ns(files["iptables"]["services.v4"], targets, str(tcp[0].flow.src)) if tcp else 0.0
+    nat_estimate = mean([p.iptables.nat_rules * costs.iptables_rule_ns
+                         + (costs.dnat_ns if (p.backend.dst, p.backend.port) != (p.flow.dst, p.flow.port) else 0.0)
+                         for p in tcp])
+    sampled = [p for p in new if p.backend.src.version == 4][:KERNEL_POLICY_FLOWS]
+    flows = [(str(p.backend.src), str(p.backend.dst), int(p.backend.protocol), p.backend.port) for p in sampled]
+    measured = ebpf_policy_ns(files["ebpf"], flows, progress=progress)
+    estimate = [p.ebpf.ns - p.ebpf.lb_lookups * costs.bpf_hash_lookup_ns for p in sampled]
+    return KernelTimes(round(nat, 1), round(nat_estimate, 1), len(tcp), round(mean(measured), 1),
+                       round(mean(estimate), 1), len(sampled))

@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -249,3 +249,32 @@ def sctp_supported() -> bool:
             return False
         raise
     return True
+
+
+#: The far end of :func:`scratch_namespace`'s veth: its default gateway (a static neighbour).
+SCRATCH_GATEWAY = "10.200.0.2"
+
+
+@contextlib.contextmanager
+def scratch_namespace(source: str | None = None) -> Iterator[str]:
+    """A throw-away namespace for timing packets: ``lo`` up and a veth pair whose one end
+    (10.200.0.1/24) carries the default route to :data:`SCRATCH_GATEWAY` through a permanent
+    neighbour entry (no ARP); the other end is up and drops what arrives (not local, no
+    forwarding). With ``source`` (an IPv4 address), packets leave from it, e.g. a pod's address
+    so that kube-proxy's masquerade rules see a pod. Removed on exit, processes inside included."""
+    run_id = new_run_id()
+    name = f"{PREFIX}{run_id}-cal"
+    claim_run(run_id)
+    try:
+        run(["ip", "netns", "add", name])
+        ip_batch(["link set lo up", "link add va type veth peer name vb", "addr add 10.200.0.1/24 dev va",
+                  "link set va up", "link set vb up",
+                  f"neigh add {SCRATCH_GATEWAY} lladdr 02:00:00:00:00:02 dev va nud permanent",
+                  f"route add default via {SCRATCH_GATEWAY} dev va"], netns=name)
+        if source is not None:
+            ip_batch([f"addr add {source}/32 dev lo",
+                      f"route replace default via {SCRATCH_GATEWAY} dev va src {source}"], netns=name)
+        yield name
+    finally:
+        delete_namespaces([name], kill=True)
+        release_run(run_id)
