@@ -19,7 +19,6 @@ import pytest
 from compiler.cli import main
 from compiler.flow import Flow, Profile, Protocol
 from compiler.inputs import Inputs, load_inputs
-from compiler.ir.build import policy_cidrs
 from verifier.diff.compute import DiffResult, Region, outcome, semantic_diff
 from verifier.simulate.source import ReferenceEvaluator
 
@@ -131,8 +130,9 @@ def _load(tmp_path: Path, name: str, policy: str) -> Inputs:
 
 def _world_samples(old: Inputs, new: Inputs) -> list[ipaddress.IPv4Address]:
     samples = {ipaddress.IPv4Address("192.0.2.1"), ipaddress.IPv4Address("0.0.0.0")}
-    for text in set(policy_cidrs(old)) | set(policy_cidrs(new)):
-        net = ipaddress.ip_network(text)
+    networks = {n for inputs in (old, new) for profile in Profile
+                for n in ReferenceEvaluator(inputs, profile).policy_networks()}
+    for net in networks:
         for edge in (int(net.network_address), int(net.broadcast_address)):
             for delta in (-1, 0, 1):
                 if 0 <= edge + delta < 2**32:

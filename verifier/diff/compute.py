@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from compiler.flow import Decision, DirectionDecision, Flow, Profile, RuleRef, Verdict
 from compiler.inputs import Inputs
-from compiler.ir.build import build_ir, policy_cidrs
+from compiler.ir.build import build_ir
 from compiler.labels import LabelFilter
 from compiler.source import NetpolcError
 from verifier.regions import AddressCell, PortCell, address_cells, flows, port_cells
@@ -138,10 +138,13 @@ def semantic_diff(
     """Every flow whose outcome changes from OLD to NEW, merged into regions."""
     _check_same_cluster(old, new)
     irs = [build_ir(old, profile_old, label_filter), build_ir(new, profile_new, label_filter)]
-    cells = address_cells(new.cluster, sorted(set(policy_cidrs(old)) | set(policy_cidrs(new))))
     ports = port_cells(irs)
     ref_old = ReferenceEvaluator(old, profile_old, label_filter)
     ref_new = ReferenceEvaluator(new, profile_new, label_filter)
+    # world addresses are cut at every prefix a peer test of either version looks at: CIDR peers
+    # and excepts, and `cidr:` selector keys (a world address carries a cidr: label per prefix)
+    networks = {str(n) for ref in (ref_old, ref_new) for n in ref.policy_networks()}
+    cells = address_cells(new.cluster, sorted(networks))
     changed: list[tuple[AddressCell, AddressCell, PortCell, Side, Side, bool]] = []
     count = 0
     all_flows = list(flows(cells, ports))
