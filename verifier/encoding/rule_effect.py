@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import z3
 
+from verifier.encoding.solve import check_bv, packet_of
 from verifier.encoding.source import DirectionRules, RuleTerm
 from verifier.encoding.terms import Cond, SymPacket, and_, or_
+from verifier.proofs.slices import Slice
 
 #: per query; these formulas hold one endpoint's rules, so they are small
 TIMEOUT_MS = 10_000
@@ -45,32 +47,21 @@ class EffectAnswer:
 _NO_PROXY = z3.BitVecVal(0, 16)
 
 
-def _as_bool(cond: Cond) -> z3.BoolRef:
-    return z3.BoolVal(cond) if isinstance(cond, bool) else cond
-
-
 def _differ(first: Cond, second: Cond) -> Cond:
     if isinstance(first, bool) and isinstance(second, bool):
         return first != second
-    return z3.Xor(_as_bool(first), _as_bool(second))
+    return z3.Xor(z3.BoolVal(first) if isinstance(first, bool) else first,
+                  z3.BoolVal(second) if isinstance(second, bool) else second)
 
 
 def _solve(query: Cond, packet: SymPacket, timeout_ms: int) -> EffectAnswer:
     if query is False:
         return EffectAnswer("never")
-    solver = z3.SolverFor("QF_BV")
-    solver.set("timeout", timeout_ms)
-    solver.add(_as_bool(query))
-    result = solver.check()
-    if result == z3.unsat:
+    status, value, reason = check_bv(query, timeout_ms=timeout_ms)
+    if status == "unsat":
         return EffectAnswer("never")
-    if result == z3.unknown:
-        return EffectAnswer("unknown", reason=f"solver: {solver.reason_unknown()}")
-    model = solver.model()
-
-    def value(term: int | z3.BitVecRef) -> int:
-        return term if isinstance(term, int) else model.eval(term, model_completion=True).as_long()
-
+    if value is None:
+        return EffectAnswer("unknown", reason=reason)
     return EffectAnswer("changes", PortWitness(value(packet.protocol), value(packet.dport)))
 
 
@@ -79,7 +70,7 @@ def rule_changes(rules: DirectionRules, term: RuleTerm, packet: SymPacket, domai
     """A packet ``term`` matches on which dropping the rule would change something (see module)."""
     if term.matches is False:
         return EffectAnswer("never")
-    with_rule = rules.combine()
+    with_rule = rules.outcome
     without = rules.combine(without=term.rule)
     differs: list[Cond] = [_differ(with_rule.allowed, without.allowed)]
     if not with_rule.proxy.eq(without.proxy):
@@ -97,7 +88,4 @@ def overlap(first: Cond, second: Cond, packet: SymPacket, domain: Cond, timeout_
 def port_packet(family: int) -> tuple[SymPacket, Cond]:
     """A packet whose protocol and port are free (addresses play no part: rule terms are built
     on concrete address views), with the domain every proof uses for them."""
-    from verifier.encoding.solve import packet_of
-    from verifier.proofs.slices import Slice
-
     return packet_of(Slice("rule", family, 0, 0, False, False))

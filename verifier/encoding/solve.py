@@ -7,6 +7,7 @@ question is :func:`differ`: is there a packet in the domain on which two outcome
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import z3
@@ -65,18 +66,17 @@ def packet_of(piece: Slice) -> tuple[SymPacket, Cond]:
     return SymPacket(piece.family, src, dst, protocol, dport, EPHEMERAL_PORT), and_(*conds)
 
 
-def differ(left: z3.BitVecRef, right: z3.BitVecRef, packet: SymPacket, domain: Cond,
-           timeout_ms: int = 60_000) -> Answer:
-    """Search for a packet of the domain where ``left != right``; never ``same`` on a timeout."""
+def check_bv(*conds: Cond, timeout_ms: int) -> tuple[str, Callable[[Value], int] | None, str]:
+    """Solve the conjunction over bit-vectors: ``("sat", value of a term in the model, "")``,
+    ``("unsat", None, "")`` or ``("unknown", None, the solver's reason)`` (a timeout included)."""
     solver = z3.SolverFor("QF_BV")
     solver.set("timeout", timeout_ms)
-    solver.add(domain if not isinstance(domain, bool) else z3.BoolVal(domain))
-    solver.add(left != right)
+    solver.add(*(z3.BoolVal(c) if isinstance(c, bool) else c for c in conds))
     result = solver.check()
     if result == z3.unsat:
-        return Answer("same")
+        return "unsat", None, ""
     if result == z3.unknown:
-        return Answer("unknown", reason=f"solver: {solver.reason_unknown()}")
+        return "unknown", None, f"solver: {solver.reason_unknown()}"
     model = solver.model()
 
     def value(term: Value) -> int:
@@ -84,6 +84,17 @@ def differ(left: z3.BitVecRef, right: z3.BitVecRef, packet: SymPacket, domain: C
             return term
         return model.eval(term, model_completion=True).as_long()  # type: ignore[no-any-return]
 
+    return "sat", value, ""
+
+
+def differ(left: z3.BitVecRef, right: z3.BitVecRef, packet: SymPacket, domain: Cond,
+           timeout_ms: int = 60_000) -> Answer:
+    """Search for a packet of the domain where ``left != right``; never ``same`` on a timeout."""
+    status, value, reason = check_bv(domain, left != right, timeout_ms=timeout_ms)
+    if status == "unsat":
+        return Answer("same")
+    if value is None:
+        return Answer("unknown", reason=reason)
     witness = Witness(value(packet.src), value(packet.dst), value(packet.protocol), value(packet.dport),
                       value(left), value(right))
     return Answer("differ", witness)

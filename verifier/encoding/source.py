@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import z3
 
@@ -95,6 +96,11 @@ class DirectionRules:
     def always(self) -> bool:
         """Allowed whatever the allow rules say (denies still apply)."""
         return self.default_allow or self.localhost
+
+    @cached_property
+    def outcome(self) -> _DirectionTerm:
+        """:meth:`combine` of every rule, computed once (the analyses compare it per rule)."""
+        return self.combine()
 
     def combine(self, without: SourceRule | None = None) -> _DirectionTerm:
         """The direction's verdict and proxy port, optionally as if ``without`` were not written:
@@ -212,7 +218,7 @@ class SourceEncoding:
 
     def _build_direction(self, packet: SymPacket, direction: Direction, own: PeerView,
                          peer: PeerView) -> _DirectionTerm:
-        return self.direction_rules(packet, direction, own, peer).combine()
+        return self.direction_rules(packet, direction, own, peer).outcome
 
     def direction_rules(self, packet: SymPacket, direction: Direction, own: PeerView, peer: PeerView) -> DirectionRules:
         """Each rule of the units selecting ``own`` in ``direction``, as a condition on ``packet``

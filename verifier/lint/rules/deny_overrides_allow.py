@@ -67,7 +67,7 @@ class DenyOverridesAllow(LintRule):
             first.setdefault(item.deny, item)
         for deny, allows in sorted(by_deny.items()):
             example = first[deny]
-            listed = "; ".join(f"{a.policy} {a.path} ({a.file}:{a.line})" for a in allows[:SHOWN])
+            listed = "; ".join(str(a) for a in allows[:SHOWN])
             more = f" and {len(allows) - SHOWN} more" if len(allows) > SHOWN else ""
             yield self.finding(
                 SourceRef(deny.file, deny.line),

@@ -64,8 +64,7 @@ class RedundantRule(LintRule):
             what = "denies" if item.rule.deny else "allows"
             parts = []
             if item.covered_by:
-                parts.append("also matched by " + "; ".join(f"{c.policy} {c.path} ({c.file}:{c.line})"
-                                                            for c in item.covered_by))
+                parts.append("also matched by " + "; ".join(str(c) for c in item.covered_by))
             parts.extend(_ANYWAY[reason] for reason in item.anyway)
             if item.rule.deny and not item.covered_by:
                 parts.append("no rule allows what it denies")
