@@ -23,7 +23,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,6 +218,20 @@ def cleanup_stale_bpffs(*, force: bool = False) -> list[str]:
             BpfFs(entry.name).close()
             removed.append(entry.name)
     return removed
+
+
+@contextlib.contextmanager
+def private_bpffs() -> Iterator[BpfFs]:
+    """A fresh bpffs for one measurement, claimed by this process for its lifetime (the mounts of
+    runs whose owner died are removed first)."""
+    cleanup_stale_bpffs()
+    run_id = ns.new_run_id()
+    ns.claim_run(run_id)  # so cleanup_stale_bpffs of another process leaves this mount alone
+    try:
+        with BpfFs(run_id) as fs:
+            yield fs
+    finally:
+        ns.release_run(run_id)
 
 
 @functools.cache

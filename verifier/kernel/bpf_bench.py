@@ -25,8 +25,7 @@ from pathlib import Path
 
 from verifier.kernel import bpf_layout as layout
 from verifier.kernel import bpf_packets as packets
-from verifier.kernel import netns as ns
-from verifier.kernel.bpf import BpfFs, bpftool_batch, cleanup_stale_bpffs, prog_run
+from verifier.kernel.bpf import bpftool_batch, private_bpffs, prog_run
 from verifier.kernel.load_ebpf import CONFIG_NO_CT_CREATE, EbpfDatapath, EndpointRecord
 
 SOURCE = "10.0.0.1"
@@ -81,36 +80,30 @@ def bench(
         raise ValueError(f"sizes must ascend within 1..{MAX_ENTRIES}")
     if grow not in ("both", "policy", "ipcache"):
         raise ValueError(f"grow must be both, policy or ipcache, not {grow!r}")
-    cleanup_stale_bpffs()
-    run_id = ns.new_run_id()
-    ns.claim_run(run_id)  # so cleanup_stale_bpffs of another process leaves this mount alone
     points = []
-    try:
-        with BpfFs(run_id) as fs, tempfile.TemporaryDirectory(prefix="netpolc-bench-") as tmp:
-            work = Path(tmp)
-            dp = EbpfDatapath(fs)
-            dp.load_programs()
-            endpoint = EndpointRecord(EPID, "bench", "src", (SOURCE,), IDENTITY, "cilium_policy_v2_00001", True, True)
-            bpftool_batch(dp.endpoint_lines(endpoint), work)
-            allowed = packets.frame(SOURCE, _remote(0), 6, _port(0))
-            denied = packets.frame(SOURCE, _remote(0), 6, 9)  # no entry has a port below 1024
-            established = packets.frame(SOURCE, _remote(0), 6, _port(0), sport=40001)
-            filled = 0
-            for size in sizes:
-                bpftool_batch(_entry_lines(dp, filled, size, grow), work)
-                filled = size
-                dp.set_config(CONFIG_NO_CT_CREATE)
-                allow_run = prog_run(dp.from_endpoint, allowed, work, repeat=repeat)
-                deny_run = prog_run(dp.from_endpoint, denied, work, repeat=repeat)
-                dp.set_config(0)
-                est_run = prog_run(dp.from_endpoint, established, work, repeat=repeat)
-                if (allow_run.retval, deny_run.retval, est_run.retval) != (0, 2, 0):
-                    raise RuntimeError(
-                        f"bench packets got {allow_run.retval}/{deny_run.retval}/{est_run.retval}, expected 0/2/0"
-                    )
-                points.append(BenchPoint(size, allow_run.ns_per_run, deny_run.ns_per_run, est_run.ns_per_run, repeat))
-    finally:
-        ns.release_run(run_id)
+    with private_bpffs() as fs, tempfile.TemporaryDirectory(prefix="netpolc-bench-") as tmp:
+        work = Path(tmp)
+        dp = EbpfDatapath(fs)
+        dp.load_programs()
+        endpoint = EndpointRecord(EPID, "bench", "src", (SOURCE,), IDENTITY, "cilium_policy_v2_00001", True, True)
+        bpftool_batch(dp.endpoint_lines(endpoint), work)
+        allowed = packets.frame(SOURCE, _remote(0), 6, _port(0))
+        denied = packets.frame(SOURCE, _remote(0), 6, 9)  # no entry has a port below 1024
+        established = packets.frame(SOURCE, _remote(0), 6, _port(0), sport=40001)
+        filled = 0
+        for size in sizes:
+            bpftool_batch(_entry_lines(dp, filled, size, grow), work)
+            filled = size
+            dp.set_config(CONFIG_NO_CT_CREATE)
+            allow_run = prog_run(dp.from_endpoint, allowed, work, repeat=repeat)
+            deny_run = prog_run(dp.from_endpoint, denied, work, repeat=repeat)
+            dp.set_config(0)
+            est_run = prog_run(dp.from_endpoint, established, work, repeat=repeat)
+            if (allow_run.retval, deny_run.retval, est_run.retval) != (0, 2, 0):
+                raise RuntimeError(
+                    f"bench packets got {allow_run.retval}/{deny_run.retval}/{est_run.retval}, expected 0/2/0"
+                )
+            points.append(BenchPoint(size, allow_run.ns_per_run, deny_run.ns_per_run, est_run.ns_per_run, repeat))
     return points
 
 

@@ -17,8 +17,16 @@ from pathlib import Path
 
 from verifier.kernel import bpf_layout as layout
 from verifier.kernel import bpf_packets as packets
-from verifier.kernel import netns as ns
-from verifier.kernel.bpf import HERE, BpfFs, BpfToolError, bpftool, bpftool_batch, build_object, hex_words, prog_run
+from verifier.kernel.bpf import (
+    HERE,
+    BpfToolError,
+    bpftool,
+    bpftool_batch,
+    build_object,
+    hex_words,
+    private_bpffs,
+    prog_run,
+)
 
 SOURCE = HERE / "calibrate.bpf.c"
 LOOKUPS = 256  # calibrate.bpf.c MAX_LOOKUPS
@@ -51,40 +59,35 @@ def measure(lpm_sizes: Sequence[int] = LPM_SIZES, *, repeat: int = 2000,
     if list(lpm_sizes) != sorted(lpm_sizes) or not lpm_sizes or lpm_sizes[0] < 1:
         raise ValueError("LPM sizes must ascend from at least 1")
     obj = build_object(SOURCE)
-    run_id = ns.new_run_id()
-    ns.claim_run(run_id)
-    try:
-        with BpfFs(run_id) as fs, tempfile.TemporaryDirectory(prefix="netpolc-calibrate-") as tmp:
-            work = Path(tmp)
-            bpftool(["prog", "loadall", str(obj), str(fs.path / "progs"), "pinmaps", str(fs.path / "maps")])
-            prog = fs.path / "progs" / "calibrate"
-            maps = fs.path / "maps"
-            frame = packets.frame("10.255.0.1", "10.255.0.2", 6, 80)
+    with private_bpffs() as fs, tempfile.TemporaryDirectory(prefix="netpolc-calibrate-") as tmp:
+        work = Path(tmp)
+        bpftool(["prog", "loadall", str(obj), str(fs.path / "progs"), "pinmaps", str(fs.path / "maps")])
+        prog = fs.path / "progs" / "calibrate"
+        maps = fs.path / "maps"
+        frame = packets.frame("10.255.0.1", "10.255.0.2", 6, 80)
 
-            def per_lookup(which: int, entries: int) -> float:
-                times = []
-                for lookups in (0, LOOKUPS):
-                    config = struct.pack("<IIII", lookups, which, entries, 0)
-                    bpftool(["map", "update", "pinned", str(maps / "calib_config"), "key", *hex_words(bytes(4)).split(),
-                             "value", *hex_words(config).split()])
-                    result = prog_run(prog, frame, work, repeat=repeat)
-                    if result.retval != 0:
-                        raise BpfToolError(f"calibration program missed a lookup (which={which}, entries={entries})")
-                    times.append(result.ns_per_run)
-                return max(0.0, (times[1] - times[0]) / LOOKUPS)
+        def per_lookup(which: int, entries: int) -> float:
+            times = []
+            for lookups in (0, LOOKUPS):
+                config = struct.pack("<IIII", lookups, which, entries, 0)
+                bpftool(["map", "update", "pinned", str(maps / "calib_config"), "key", *hex_words(bytes(4)).split(),
+                         "value", *hex_words(config).split()])
+                result = prog_run(prog, frame, work, repeat=repeat)
+                if result.retval != 0:
+                    raise BpfToolError(f"calibration program missed a lookup (which={which}, entries={entries})")
+                times.append(result.ns_per_run)
+            return max(0.0, (times[1] - times[0]) / LOOKUPS)
 
-            progress(f"BPF hash: {HASH_ENTRIES} entries")
-            bpftool_batch([f"map update pinned {maps / 'calib_hash'} key {hex_words(_hash_key(j))} value {_VALUE}"
-                           for j in range(HASH_ENTRIES)], work)
-            hash_ns = per_lookup(0, HASH_ENTRIES)
-            points: list[tuple[int, float]] = []
-            filled = 0
-            for size in lpm_sizes:
-                progress(f"BPF LPM trie: {size} entries")
-                bpftool_batch([f"map update pinned {maps / 'calib_lpm'} key {hex_words(_lpm_key(j))} value {_VALUE}"
-                               for j in range(filled, size)], work)
-                filled = size
-                points.append((size, round(per_lookup(1, size), 2)))
-    finally:
-        ns.release_run(run_id)
+        progress(f"BPF hash: {HASH_ENTRIES} entries")
+        bpftool_batch([f"map update pinned {maps / 'calib_hash'} key {hex_words(_hash_key(j))} value {_VALUE}"
+                       for j in range(HASH_ENTRIES)], work)
+        hash_ns = per_lookup(0, HASH_ENTRIES)
+        points: list[tuple[int, float]] = []
+        filled = 0
+        for size in lpm_sizes:
+            progress(f"BPF LPM trie: {size} entries")
+            bpftool_batch([f"map update pinned {maps / 'calib_lpm'} key {hex_words(_lpm_key(j))} value {_VALUE}"
+                           for j in range(filled, size)], work)
+            filled = size
+            points.append((size, round(per_lookup(1, size), 2)))
     return BpfCalibration(round(hash_ns, 2), tuple(points), repeat)

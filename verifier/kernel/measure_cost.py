@@ -31,7 +31,7 @@ from pathlib import Path
 
 from verifier.kernel import bpf_packets as packets
 from verifier.kernel import netns as ns
-from verifier.kernel.bpf import BpfFs, bpftool_batch, cleanup_stale_bpffs, prog_run
+from verifier.kernel.bpf import private_bpffs, prog_run
 from verifier.kernel.load_ebpf import CONFIG_NO_CT_CREATE, EbpfArtifacts, EbpfDatapath
 
 BATCHES = 5
@@ -95,46 +95,29 @@ def ebpf_policy_ns(files: Mapping[str, str], flows: Sequence[tuple[str, str, int
                    progress: Callable[[str], None] = lambda _: None) -> list[float]:
     """ns per first packet on the policy path, one per ``(src, dst, protocol, port)`` flow (both
     sides' programs where both are endpoints in the maps)."""
-    artifacts = EbpfArtifacts.from_json(json.loads(files["endpoints.json"]), _lines(files["ipcache.json"]),
-                                        {name.removesuffix(".json"): _lines(text) for name, text in files.items()
-                                         if name.startswith("cilium_policy_v2_")})
+    policy_maps = {name.removesuffix(".json"): json.loads(text) for name, text in files.items()
+                   if name.startswith("cilium_policy_v2_")}
+    artifacts = EbpfArtifacts.from_json(json.loads(files["endpoints.json"]), json.loads(files["ipcache.json"]),
+                                        policy_maps)
     local = {address for ep in artifacts.endpoints for address in ep.ips}
-    cleanup_stale_bpffs()
-    run_id = ns.new_run_id()
-    ns.claim_run(run_id)
     out: list[float] = []
-    try:
-        with BpfFs(run_id) as fs, tempfile.TemporaryDirectory(prefix="netpolc-measure-") as tmp:
-            work = Path(tmp)
-            dp = EbpfDatapath(fs)
-            dp.load_programs()
-            lines = dp.ipcache_lines(artifacts.ipcache)
-            for ep in artifacts.endpoints:
-                lines += dp.endpoint_lines(ep) + dp.policy_map_lines(ep.id, artifacts.policy_maps[ep.policy_map])
-            progress(f"loading {len(lines)} map entries")
-            bpftool_batch(lines, work)
-            dp.set_config(CONFIG_NO_CT_CREATE)
-            for i, (src, dst, protocol, port) in enumerate(flows):
-                if i % 20 == 0:
-                    progress(f"BPF_PROG_TEST_RUN {i}/{len(flows)}")
-                frame = packets.frame(src, dst, protocol, port)
-                total = 0.0
-                if src in local:
-                    total += prog_run(dp.from_endpoint, frame, work, repeat=repeat).ns_per_run
-                if dst in local:
-                    total += prog_run(dp.to_endpoint, frame, work, repeat=repeat).ns_per_run
-                out.append(total)
-    finally:
-        ns.release_run(run_id)
+    with private_bpffs() as fs, tempfile.TemporaryDirectory(prefix="netpolc-measure-") as tmp:
+        work = Path(tmp)
+        dp = EbpfDatapath(fs)
+        progress(f"loading the maps of {len(artifacts.endpoints)} endpoints")
+        dp.load(artifacts)
+        dp.set_config(CONFIG_NO_CT_CREATE)
+        for i, (src, dst, protocol, port) in enumerate(flows):
+            if i % 20 == 0:
+                progress(f"BPF_PROG_TEST_RUN {i}/{len(flows)}")
+            frame = packets.frame(src, dst, protocol, port)
+            total = 0.0
+            if src in local:
+                total += prog_run(dp.from_endpoint, frame, work, repeat=repeat).ns_per_run
+            if dst in local:
+                total += prog_run(dp.to_endpoint, frame, work, repeat=repeat).ns_per_run
+            out.append(total)
     return out
-
-
-def _lines(text: str) -> list[object]:
-    """A bpftool-style dump: a JSON list, or one JSON object per line (the target's map files)."""
-    stripped = text.strip()
-    if stripped.startswith("["):
-        return list(json.loads(stripped))
-    return [json.loads(line) for line in stripped.splitlines() if line.strip()]
 
 
 def mean(values: Sequence[float]) -> float:
