@@ -36,6 +36,7 @@ class IptablesCost:
     policy_rules: int
     ipset_lookups: int
     ns: float
+    nat_ns: float  # the part of ``ns`` spent in the nat table (the Service lookup and its DNAT)
 
     @property
     def rules(self) -> int:
@@ -50,6 +51,7 @@ class EbpfCost:
     ipcache_lookups: int
     policy_lookups: int
     ns: float
+    lb_ns: float  # the part of ``ns`` spent in the load balancer's maps (the Service lookup)
 
     @property
     def lookups(self) -> int:
@@ -92,17 +94,19 @@ class CostEvaluator:
         result = self.filter.simulate(ipt_flow, "NEW" if new else "ESTABLISHED")
         nat_rules = nat.rules_evaluated if new else 0
         dnat = new and (nat.address, nat.port) != (flow.dst, flow.port)
-        ipt_ns = (nat_rules + result.cost.rules_evaluated) * costs.iptables_rule_ns + \
-            result.cost.ipset_lookups * costs.ipset_lookup_ns + (costs.dnat_ns if dnat else 0.0)
+        nat_ns = nat_rules * costs.iptables_rule_ns + (costs.dnat_ns if dnat else 0.0)
+        ipt_ns = nat_ns + result.cost.rules_evaluated * costs.iptables_rule_ns + \
+            result.cost.ipset_lookups * costs.ipset_lookup_ns
         ipt = IptablesCost(verdict_of_result(result).kind, nat_rules, result.cost.rules_evaluated,
-                           result.cost.ipset_lookups, ipt_ns)
+                           result.cost.ipset_lookups, ipt_ns, nat_ns)
         ebpf_flow = Flow(flow.src, lb.address, flow.protocol, lb.port)
         got = self.ebpf.evaluate(ebpf_flow)
         sides = [s for s in (got.egress, got.ingress) if s is not None]
         ct = max(1, len(sides))
         policy_ns = sum(s.policy_lookups * costs.lpm_lookup_ns(self.map_sizes.get(s.endpoint, 1)) for s in sides)
-        ebpf_ns = (lb.lookups + ct) * costs.bpf_hash_lookup_ns + \
+        lb_ns = lb.lookups * costs.bpf_hash_lookup_ns
+        ebpf_ns = lb_ns + ct * costs.bpf_hash_lookup_ns + \
             got.ipcache_lookups * costs.lpm_lookup_ns(self.ipcache_size) + policy_ns
         kind = "dropped" if not got.allowed else "redirected" if any(s.proxy_port for s in sides) else "allowed"
-        ebpf = EbpfCost(kind, lb.lookups, ct, got.ipcache_lookups, got.policy_lookups, ebpf_ns)
+        ebpf = EbpfCost(kind, lb.lookups, ct, got.ipcache_lookups, got.policy_lookups, ebpf_ns, lb_ns)
         return PacketCost(flow, ebpf_flow, new, ipt, ebpf)

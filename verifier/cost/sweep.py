@@ -227,7 +227,7 @@ def measure(point: Point, *, connections_: int = 200, established: int = 4, seed
     times = None
     if kernel:
         progress(f"{point}: timing first packets on the kernel")
-        times = kernel_times(files, new, costs or OperationCosts(), progress)
+        times = kernel_times(files, new, progress)
         phase("kernel", t)
     return PointResult(point, len(cluster.endpoints), len(fronts), Summary.of(new), Summary.of(later),
                        allowed / max(1, len(traffic)), time.perf_counter() - started, phases, times)
@@ -237,7 +237,7 @@ def measure(point: Point, *, connections_: int = 200, established: int = 4, seed
 KERNEL_POLICY_FLOWS = 60
 
 
-def kernel_times(files: dict[str, dict[str, str]], new: Sequence[PacketCost], costs: OperationCosts,
+def kernel_times(files: dict[str, dict[str, str]], new: Sequence[PacketCost],
                  progress: Callable[[str], None]) -> KernelTimes:
     """Measure the replayed first packets on the kernel and estimate the same parts."""
     from verifier.kernel.measure_cost import ebpf_policy_ns, mean, nat_first_packet_ns
@@ -245,12 +245,10 @@ def kernel_times(files: dict[str, dict[str, str]], new: Sequence[PacketCost], co
     tcp = [p for p in new if p.flow.protocol is Protocol.TCP and p.flow.dst.version == 4]
     targets = [(str(p.flow.dst), p.flow.port) for p in tcp]
     nat = nat_first_packet_ns(files["iptables"]["services.v4"], targets, str(tcp[0].flow.src)) if tcp else 0.0
-    nat_estimate = mean([p.iptables.nat_rules * costs.iptables_rule_ns
-                         + (costs.dnat_ns if (p.backend.dst, p.backend.port) != (p.flow.dst, p.flow.port) else 0.0)
-                         for p in tcp])
+    nat_estimate = mean([p.iptables.nat_ns for p in tcp])
     sampled = [p for p in new if p.backend.src.version == 4][:KERNEL_POLICY_FLOWS]
     flows = [(str(p.backend.src), str(p.backend.dst), int(p.backend.protocol), p.backend.port) for p in sampled]
     measured = ebpf_policy_ns(files["ebpf"], flows, progress=progress)
-    estimate = [p.ebpf.ns - p.ebpf.lb_lookups * costs.bpf_hash_lookup_ns for p in sampled]
+    estimate = [p.ebpf.ns - p.ebpf.lb_ns for p in sampled]
     return KernelTimes(round(nat, 1), round(nat_estimate, 1), len(tcp), round(mean(measured), 1),
                        round(mean(estimate), 1), len(sampled))
