@@ -228,8 +228,7 @@ class SourceEncoding:
         units = ref.units_for(ep, direction)
         if not units:
             return DirectionRules(direction, (), enforced=False)
-        requires = tuple(r for u in units for r in u.requires.get(direction, ()))
-        requires_deny = tuple(r for u in units for r in u.requires_deny.get(direction, ()))
+        requires, requires_deny = ref.requirements(units, direction)
         terms: list[RuleTerm] = []
         for unit in units:
             for rule in unit.denies.get(direction, ()):
@@ -242,9 +241,9 @@ class SourceEncoding:
     def peer_matching(self, direction: Direction, ep: Endpoint, peer: PeerView) -> tuple[SourceRule, ...]:
         """The rules of ``ep``'s units in ``direction`` whose peers select ``peer`` (no formulas)."""
         units = self.ref.units_for(ep, direction)
+        allow_requires, deny_requires = self.ref.requirements(units, direction)
         out: list[SourceRule] = []
-        for deny in (True, False):
-            requires = tuple(r for u in units for r in (u.requires_deny if deny else u.requires).get(direction, ()))
+        for deny, requires in ((True, deny_requires), (False, allow_requires)):
             for unit in units:
                 for rule in (unit.denies if deny else unit.allows).get(direction, ()):
                     if any(self.ref.peer_matches(p, peer, requires) for p in rule.peers):

@@ -190,8 +190,7 @@ class ReferenceEvaluator:
             decision = DirectionDecision(direction, ep.key, enforced=False, allowed=True, allow_rules=frozenset(allow))
             return decision, tuple(RuleMatch(r, frozenset(), None) for r in sorted(allow))
 
-        requires = tuple(r for u in units for r in u.requires.get(direction, ()))
-        requires_deny = tuple(r for u in units for r in u.requires_deny.get(direction, ()))
+        requires, requires_deny = self.requirements(units, direction)
         ctx = _Context(direction, ep, peer, flow, requires, requires_deny)
         matches: list[RuleMatch] = []
         denies: set[RuleRef] = set()
@@ -230,6 +229,15 @@ class ReferenceEvaluator:
         if units:
             self._check_parsers(ep, direction, units)
         return units
+
+    @staticmethod
+    def requirements(units: list[PolicyUnit], direction: Direction) -> tuple[
+            tuple[tuple[Requirement, ...], ...], tuple[tuple[Requirement, ...], ...]]:
+        """The fromRequires/toRequires every peer must meet in ``direction``: those of allow rules
+        (they tighten allows) and those of deny rules (they tighten denies), across the units."""
+        allows = tuple(r for u in units for r in u.requires.get(direction, ()))
+        denies = tuple(r for u in units for r in u.requires_deny.get(direction, ()))
+        return allows, denies
 
     def localhost_allowed(self, direction: Direction, peer: PeerView) -> bool:
         """Cilium lets the node reach its endpoints whatever the ingress policy (SEMANTICS §4.2)."""
