@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 
 from compiler.flow import Direction, Profile
-from compiler.inputs import load_inputs
+from compiler.inputs import Inputs, load_inputs
 from compiler.source import InputError
 from tests.strategies import GeneratedCase, cases
 from verifier.proofs.deny_overrides import deny_overrides
@@ -42,7 +42,7 @@ spec: {containers: [{name: c, image: i}]}
 """
 
 
-def _load(tmp_path: Path, policies: str) -> object:
+def _load(tmp_path: Path, policies: str) -> Inputs:
     (tmp_path / "cluster.yaml").write_text(CLUSTER)
     (tmp_path / "policies.yaml").write_text(textwrap.dedent(policies))
     return load_inputs([str(tmp_path)])
@@ -53,36 +53,35 @@ def _cnp(name: str, body: str) -> str:
     return head + textwrap.indent(textwrap.dedent(body).strip(), "  ") + "\n---\n"
 
 
+#: every peer may reach web on 8000-8999
+WIDE = _cnp("wide", """
+    endpointSelector: {matchLabels: {app: web}}
+    ingress:
+      - fromEndpoints: [{}]
+        toPorts: [{ports: [{port: "8000", endPort: 8999, protocol: TCP}]}]
+""")
+
+
 def test_a_rule_inside_a_wider_one_is_redundant_and_names_it(tmp_path: Path) -> None:
-    inputs = _load(tmp_path, _cnp("wide", """
-        endpointSelector: {matchLabels: {app: web}}
-        ingress:
-          - fromEndpoints: [{}]
-            toPorts: [{ports: [{port: "8000", endPort: 8999, protocol: TCP}]}]
-    """) + _cnp("narrow", """
+    inputs = _load(tmp_path, WIDE + _cnp("narrow", """
         endpointSelector: {matchLabels: {app: web}}
         ingress:
           - fromEndpoints: [{matchLabels: {app: client}}]
             toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
     """))
-    result = redundant_rules(inputs, Profile.CILIUM)  # type: ignore[arg-type]
+    result = redundant_rules(inputs, Profile.CILIUM)
     assert [(r.rule.ref.policy, [c.policy for c in r.covered_by]) for r in result.redundant] == [
         ("CiliumNetworkPolicy app/narrow", ["CiliumNetworkPolicy app/wide"])]
 
 
 def test_a_rule_reaching_one_port_more_is_not_redundant(tmp_path: Path) -> None:
-    inputs = _load(tmp_path, _cnp("wide", """
-        endpointSelector: {matchLabels: {app: web}}
-        ingress:
-          - fromEndpoints: [{}]
-            toPorts: [{ports: [{port: "8000", endPort: 8999, protocol: TCP}]}]
-    """) + _cnp("narrow", """
+    inputs = _load(tmp_path, WIDE + _cnp("narrow", """
         endpointSelector: {matchLabels: {app: web}}
         ingress:
           - fromEndpoints: [{matchLabels: {app: client}}]
             toPorts: [{ports: [{port: "8999", endPort: 9000, protocol: TCP}]}]
     """))
-    assert redundant_rules(inputs, Profile.CILIUM).redundant == ()  # type: ignore[arg-type]
+    assert redundant_rules(inputs, Profile.CILIUM).redundant == ()
 
 
 def test_an_l4_rule_next_to_an_l7_rule_is_never_called_redundant(tmp_path: Path) -> None:
@@ -95,7 +94,7 @@ def test_an_l4_rule_next_to_an_l7_rule_is_never_called_redundant(tmp_path: Path)
           - fromEndpoints: [{matchLabels: {app: client}}]
             toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
     """))
-    assert redundant_rules(inputs, Profile.CILIUM).redundant == ()  # type: ignore[arg-type]
+    assert redundant_rules(inputs, Profile.CILIUM).redundant == ()
 
 
 def test_a_deny_of_what_nothing_allows_is_redundant(tmp_path: Path) -> None:
@@ -107,7 +106,7 @@ def test_a_deny_of_what_nothing_allows_is_redundant(tmp_path: Path) -> None:
         ingressDeny:
           - fromEndpoints: [{matchLabels: {app: db}}]
     """))
-    result = redundant_rules(inputs, Profile.CILIUM)  # type: ignore[arg-type]
+    result = redundant_rules(inputs, Profile.CILIUM)
     assert [r.rule.ref.path for r in result.redundant] == ["spec.ingressDeny[0]"]
 
 
@@ -128,13 +127,13 @@ def test_a_deny_overriding_another_policys_allow_comes_with_a_confirmed_flow(tmp
           - fromEndpoints: [{matchLabels: {app: db}}]
             toPorts: [{ports: [{port: "9000", protocol: TCP}]}]
     """))
-    result = deny_overrides(inputs, Profile.CILIUM)  # type: ignore[arg-type]
+    result = deny_overrides(inputs, Profile.CILIUM)
     assert [(o.deny.policy, o.allow.policy) for o in result.overrides] == [
         ("CiliumNetworkPolicy app/deny", "CiliumNetworkPolicy app/allow")]
     flow = result.overrides[0].flow
     assert (str(flow.src), str(flow.dst), flow.port) == (
-        str(next(ep for ep in inputs.cluster.endpoints if ep.name == "db").addresses[0]),  # type: ignore[attr-defined]
-        str(next(ep for ep in inputs.cluster.endpoints if ep.name == "web").addresses[0]),  # type: ignore[attr-defined]
+        str(next(ep for ep in inputs.cluster.endpoints if ep.name == "db").addresses[0]),
+        str(next(ep for ep in inputs.cluster.endpoints if ep.name == "web").addresses[0]),
         8080)
 
 
