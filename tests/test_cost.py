@@ -206,7 +206,7 @@ def test_calibration_measures_every_operation_and_the_cli_writes_a_usable_profil
         assert 0.5 < value < 2000, costs
     assert [n for n, _ in costs.lpm_points] == [1, 100, 1_000, 10_000, 100_000]
     assert costs.lpm_points[-1][1] > costs.lpm_points[0][1], costs
-    assert set(costs.details) == {"iptables", "ipset", "dnat", "bpf"}
+    assert set(costs.details) == {"iptables", "ipset", "service", "bpf"}
 
 
 @pytest.mark.kernel

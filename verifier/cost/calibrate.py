@@ -45,7 +45,8 @@ def calibrate(progress: Callable[[str], None] = lambda _: None) -> OperationCost
         iptables_rule_ns=ipt.rule_ns["nft"],
         iptables_legacy_rule_ns=ipt.rule_ns["legacy"],
         ipset_lookup_ns=ipt.ipset_lookup_ns,
-        dnat_ns=ipt.dnat_ns,
+        service_ns=ipt.service_ns,
+        addrtype_ns=ipt.addrtype_ns,
         bpf_hash_lookup_ns=bpf.hash_lookup_ns,
         lpm_points=bpf.lpm_points,
         source=f"calibrated on {host}",
@@ -55,8 +56,10 @@ def calibrate(progress: Callable[[str], None] = lambda _: None) -> OperationCost
                         "packets, per backend",
             "ipset": f"extra slope of {ipt.rules} '-m set --match-set' rules over plain ones "
                      f"({calibrate_iptables.SET_MEMBERS}-member hash:ip set, nf_tables backend)",
-            "dnat": "TCP connections through a one-rule nat OUTPUT chain: to the DNAT rule's address minus to "
-                    "another (same walk, no rewrite)",
+            "service": f"new TCP connections through the emitted nat table of one Service of "
+                       f"{calibrate_iptables.SERVICE_BACKENDS} backends minus the same without its OUTPUT jump, "
+                       "less the rules walked at the nf_tables rule cost: to its cluster IP (service) and to a "
+                       "pod address (addrtype)",
             "bpf": f"BPF_PROG_TEST_RUN slope of 0 vs {calibrate_bpf.LOOKUPS} lookups per run, {bpf.repeat} runs; "
                    f"hash keyed like lb4_key ({calibrate_bpf.HASH_ENTRIES} entries), LPM keyed like ipcache_key",
         },
@@ -69,7 +72,8 @@ def table(costs: OperationCosts) -> str:
         ("iptables rule (nf_tables)", costs.iptables_rule_ns),
         ("iptables rule (legacy)", costs.iptables_legacy_rule_ns),
         ("ipset lookup", costs.ipset_lookup_ns),
-        ("DNAT of a new connection", costs.dnat_ns),
+        ("a new connection to a Service", costs.service_ns),
+        ("NodePort rule (addrtype LOCAL)", costs.addrtype_ns),
         ("BPF hash lookup", costs.bpf_hash_lookup_ns),
         *((f"BPF LPM lookup, {n:,} entries", ns) for n, ns in costs.lpm_points),
     ]

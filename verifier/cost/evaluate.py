@@ -93,8 +93,10 @@ class CostEvaluator:
         ipt_flow = Flow(flow.src, nat.address, flow.protocol, nat.port)
         result = self.filter.simulate(ipt_flow, "NEW" if new else "ESTABLISHED")
         nat_rules = nat.rules_evaluated if new else 0
-        dnat = new and (nat.address, nat.port) != (flow.dst, flow.port)
-        nat_ns = nat_rules * costs.iptables_rule_ns + (costs.dnat_ns if dnat else 0.0)
+        dnat = new and nat.service
+        # a DNAT ends the walk; otherwise it went through KUBE-SERVICES to the NodePort rule at its end
+        fixed = costs.service_ns if dnat else costs.addrtype_ns if nat_rules else 0.0
+        nat_ns = nat_rules * costs.iptables_rule_ns + fixed
         ipt_ns = nat_ns + result.cost.rules_evaluated * costs.iptables_rule_ns + \
             result.cost.ipset_lookups * costs.ipset_lookup_ns
         ipt = IptablesCost(verdict_of_result(result).kind, nat_rules, result.cost.rules_evaluated,

@@ -6,7 +6,10 @@ profile also records the legacy backend's):
 
 - iptables rule: 22 ns, the slope of Kubernetes' first-packet latency per extra KUBE-SERVICES rule
   (k8s blog 2025-02-28, p99 ≈ 21–23 ns per service); §7.1's working figure is 20–75 ns.
-- DNAT of a new connection: 0 (no published figure; calibration measures it, ~1 µs here).
+- A new connection to a Service, beyond the nat rules it walks (chain jumps, the backend draw,
+  the DNAT's nat setup): 0, as no published figure separates it; calibration measures it (~0.5–1 µs here).
+- kube-proxy's NodePort rule (``-m addrtype --dst-type LOCAL``, a route lookup), paid beyond a plain
+  rule by every new connection not to a Service: 0 until calibrated, likewise.
 - ipset lookup: 60 ns. No published per-lookup figure (§7.2); an estimate of a hash lookup plus
   xt_set's overhead, until calibrated.
 - BPF hash lookup: 30 ns (Protopopov's bpf-hashmap-lookup bench: 20–32 ns for 4-byte keys,
@@ -38,9 +41,12 @@ class OperationCosts:
     iptables_rule_ns: float = 22.0  # the nf_tables backend (iptables-nft), today's default
     iptables_legacy_rule_ns: float = 22.0  # the legacy backend (x_tables); published figures do not split them
     ipset_lookup_ns: float = 60.0
-    #: a new connection's DNAT by kube-proxy (conntrack's nat setup); no published figure, so 0
-    #: until ``--calibrate`` measures it
-    dnat_ns: float = 0.0
+    #: a new connection to a kube-proxy Service beyond the rules it walks (jumps, backend draw,
+    #: DNAT); no published figure, so 0 until ``--calibrate`` measures it
+    service_ns: float = 0.0
+    #: the NodePort rule's address-type check (a route lookup) beyond a plain rule, paid by every new
+    #: connection that walks KUBE-SERVICES to its end; 0 until ``--calibrate`` measures it
+    addrtype_ns: float = 0.0
     bpf_hash_lookup_ns: float = 30.0
     lpm_points: tuple[tuple[int, float], ...] = LPM_POINTS
     source: str = "published figures (reference/iptables.md §7)"
@@ -72,7 +78,8 @@ class OperationCosts:
             known = {f for f in cls.__dataclass_fields__ if f != "lpm_points"}
             unknown = sorted(set(doc) - known)
             if unknown:
-                raise ValueError(f"unknown field {unknown[0]!r}")
+                hint = "; recalibrate with netpolc cost --calibrate" if unknown == ["dnat_ns"] else ""
+                raise ValueError(f"unknown field {unknown[0]!r}{hint}")
             return cls(**doc, lpm_points=points)
         except (OSError, ValueError, TypeError) as err:
             raise ValueError(f"{path}: not a netpolc cost profile ({err})") from None

@@ -9,8 +9,17 @@ KUBE-SERVICES rules (``-d VIP/32 -p udp -m udp --dport 80``), so every packet wa
 - ns per rule = (time with N rules - time with none) / N, per backend;
 - ns per ipset lookup = the same slope for N ``-m set --match-set S dst`` rules (a set of
   :data:`SET_MEMBERS` addresses, not holding the destination) minus the plain rule's slope;
-- ns per DNAT (:func:`dnat_ns`): TCP connections through a one-rule nat ``OUTPUT`` chain, to the
-  rule's address (rewritten, as a ``KUBE-SEP`` does) minus to another address (same walk).
+- the nat walk's two fixed costs (:func:`service_costs`), measured the way ``netpolc cost
+  --measure`` measures a sweep point: new TCP connections through the nat table ``netpolc
+  compile`` emits for one Service of :data:`SERVICE_BACKENDS` backends, minus the same through
+  that table without its ``OUTPUT`` jump, less the rules walked (counted by the evaluator's own
+  walk) at the rule cost:
+
+  - to the cluster IP: what a Service connection adds (chain jumps, the backend draw, the DNAT's
+    nat setup and re-route). A bare one-rule DNAT measures only 150–330 ns here, a kube-proxy
+    shaped Service path 500–1000 ns;
+  - to a pod address: what the NodePort rule's ``-m addrtype --dst-type LOCAL`` (a route lookup)
+    adds, paid by every new connection that is not to a Service.
 
 Sending costs a few microseconds per packet; that cancels in the differences, and N is chosen so
 the rules add tens of microseconds.
@@ -19,11 +28,19 @@ the rules add tens of microseconds.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import ip_address
 
+from compiler.flow import Flow, Protocol
+from compiler.services import Backend, Frontend
+from compiler.targets.iptables.render import render_rules
+from compiler.targets.iptables.services import build_nat
 from verifier.kernel import netns as ns
+from verifier.kernel.measure_cost import connect_ns, unhook
+from verifier.simulate.services import KubeProxySimulator
 
 BACKENDS = {"nft": "iptables-nft-restore", "legacy": "iptables-legacy-restore"}
 RULES = 2000
@@ -53,29 +70,45 @@ print(json.dumps(best))
 class IptablesCalibration:
     rule_ns: dict[str, float]  # backend → ns per rule
     ipset_lookup_ns: float  # on the nf_tables backend
-    dnat_ns: float  # a new connection's DNAT (nat setup), over walking the same rule without it
+    service_ns: float  # a new connection to a Service, beyond the nat rules it walks
+    addrtype_ns: float  # kube-proxy's NodePort rule, beyond a plain rule
     rules: int
     packets: int
 
 
-_SERVICE, _BACKEND, _SOURCE = "10.96.0.1", "10.244.0.5:8080", "10.244.200.1"
+#: backends of the calibration Service (the generator's clusters have 5–10 per Service)
+SERVICE_BACKENDS = 5
+SERVICE_ROUNDS = 2000
+_SERVICE, _OTHER, _SOURCE, _POD_CIDR = "10.96.0.1", "10.244.100.7", "10.244.200.1", "10.244.0.0/16"
 
 
-def _dnat_table() -> str:
-    return "\n".join(["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
-                      ":POSTROUTING ACCEPT [0:0]",
-                      f"-A OUTPUT -d {_SERVICE}/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination {_BACKEND}",
-                      "COMMIT", ""])
+def _service_table() -> tuple[str, float, int]:
+    """The calibration nat table, and how many rules a connection walks to the Service (mean over
+    the backend draw) and to :data:`_OTHER`, as the evaluator counts them."""
+    backends = tuple(Backend(ip_address(f"10.244.{i + 1}.5"), 8080, f"calibration/pod-{i}")
+                     for i in range(SERVICE_BACKENDS))
+    front = Frontend("calibration/svc", "", ip_address(_SERVICE), 80, "TCP", backends)
+    text = render_rules("netpolc cost --calibrate", [build_nat([front], 4, [_POD_CIDR])])
+    walk = KubeProxySimulator({4: (text, "calibration")}, ip_address("10.200.0.1"))
+    source = ip_address(_SOURCE)
+    hits = [walk.resolve(Flow(source, front.address, Protocol.TCP, 80), sport).rules_evaluated
+            for sport in range(32768, 32768 + 1000)]
+    return text, sum(hits) / len(hits), walk.resolve(Flow(source, ip_address(_OTHER), Protocol.TCP, 80)).rules_evaluated
 
 
-def dnat_ns(rounds: int = 2000) -> float:
-    """What a DNAT costs a new TCP connection: connections to the rule's address (rewritten) minus
-    connections to a neighbour address (the same one rule walked, no match)."""
-    from verifier.kernel.measure_cost import alternating, connect_ns
-
-    plain, rewritten = alternating(lambda: connect_ns(_dnat_table(), [("10.96.0.2", 80)], rounds, _SOURCE),
-                                   lambda: connect_ns(_dnat_table(), [(_SERVICE, 80)], rounds, _SOURCE))
-    return max(0.0, rewritten - plain)
+def service_costs(rule_ns: float, rounds: int = SERVICE_ROUNDS, times: int = 7) -> tuple[float, float]:
+    """(Service connection, NodePort rule) ns beyond their rules at ``rule_ns`` each: the median
+    over ``times`` rounds of each round's hooked-minus-unhooked difference (one round runs the four
+    (table, destination) pairs back to back, so that drift on a shared machine hits a pair alike)."""
+    text, service_rules, other_rules = _service_table()
+    unhooked = unhook(text)
+    added: dict[str, list[float]] = {_SERVICE: [], _OTHER: []}
+    for _ in range(times):
+        for target in added:
+            base = connect_ns(unhooked, [(target, 80)], rounds, _SOURCE)
+            added[target].append(connect_ns(text, [(target, 80)], rounds, _SOURCE) - base)
+    return (max(0.0, statistics.median(added[_SERVICE]) - service_rules * rule_ns),
+            max(0.0, statistics.median(added[_OTHER]) - other_rules * rule_ns))
 
 
 def _ruleset(kind: str, count: int) -> str:
@@ -119,6 +152,7 @@ def measure(*, rules: int = RULES, packets: int = PACKETS,
     base = _time_in_namespace("nft", "plain", 0, packets)
     with_sets = _time_in_namespace("nft", "set", rules, packets)
     per_set_rule = max(0.0, with_sets - base) / rules
-    progress("DNAT of a new connection")
-    return IptablesCalibration(rule_ns, round(max(0.0, per_set_rule - rule_ns["nft"]), 2), round(dnat_ns(), 1),
-                               rules, packets)
+    progress(f"new connections through a Service of {SERVICE_BACKENDS} backends")
+    service, addrtype = service_costs(rule_ns["nft"])
+    return IptablesCalibration(rule_ns, round(max(0.0, per_set_rule - rule_ns["nft"]), 2), round(service, 1),
+                               round(addrtype, 1), rules, packets)

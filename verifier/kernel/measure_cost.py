@@ -72,12 +72,17 @@ def nat_first_packet_ns(services_v4: str, targets: Sequence[tuple[str, int]], so
     so that kube-proxy does not masquerade, as for pod traffic)."""
     if not targets:
         return 0.0
-    # the baseline keeps the table but not its OUTPUT hook rule: conntrack and the nat hooks run
-    # in both, so only the walk of KUBE-SERVICES (and the DNAT it ends in) differs
-    unhooked = "\n".join(line for line in services_v4.splitlines() if not line.startswith("-A OUTPUT ")) + "\n"
+    unhooked = unhook(services_v4)
     base, loaded = alternating(lambda: connect_ns(unhooked, targets, rounds, source),
                                lambda: connect_ns(services_v4, targets, rounds, source))
     return max(0.0, loaded - base)
+
+
+def unhook(nat_table: str) -> str:
+    """``nat_table`` without its ``OUTPUT`` jump: the baseline of a nat walk. Conntrack and the nat
+    hooks run in both (its DNAT rules keep conntrack on), so only the walk of KUBE-SERVICES (and
+    the DNAT it ends in) differs."""
+    return "\n".join(line for line in nat_table.splitlines() if not line.startswith("-A OUTPUT ")) + "\n"
 
 
 def alternating(first: Callable[[], float], second: Callable[[], float], times: int = 3) -> tuple[float, float]:
