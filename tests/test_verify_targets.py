@@ -8,6 +8,7 @@ so the other target still says what the policy means and the proof must tell the
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import subprocess
@@ -21,10 +22,12 @@ import pytest
 from compiler.flow import Profile
 from compiler.inputs import Inputs, load_inputs
 from compiler.ir.build import build_ir
+from compiler.synth import Scale, generate, write
 from compiler.targets import emit_targets
 from compiler.targets.ebpf.layout import PolicyEntry, PolicyKey, parse_hex_bytes, policy_dump_entry
 from tests.conformance_cases import CASES, load_case
 from verifier.proofs import ProofContext, ProofResult, Status, iptables_ebpf
+from verifier.proofs.address_classes import address_classes
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
@@ -45,7 +48,42 @@ def test_every_example_is_proved(example: Path, profile: Profile) -> None:
     inputs = load_inputs([str(example)])
     result = _prove(_files(inputs, profile), inputs)
     assert result.status is Status.PROVED, result.to_json()
-    assert result.slices == 4 * len(inputs.cluster.endpoints) + 3
+    classes = address_classes(_files(inputs, profile), inputs.cluster, ("iptables", "ebpf"), None)
+    assert result.slices == 4 * len(classes.members) + 3
+
+
+def _generated(tmp_path: Path) -> Inputs:
+    """A generated cluster whose deployments have several replicas (classes of 3 and more)."""
+    return load_inputs([str(p) for p in write(generate(Scale(60, 3, 12, seed=3)), tmp_path)])
+
+
+def test_one_address_of_each_class_is_sliced_and_the_others_are_stood_for(tmp_path: Path) -> None:
+    inputs = _generated(tmp_path)
+    files = _files(inputs)
+    classes = address_classes(files, inputs.cluster, ("iptables", "ebpf"), None)
+    excluded = classes.excluded[4]
+    assert excluded and len(classes.members) < len(inputs.cluster.endpoints)
+    assert sum(len(m) for m in classes.members.values()) == len(inputs.cluster.endpoints)
+    result = _prove(files, inputs)
+    assert result.status is Status.PROVED, result.to_json()
+    assert result.slices == 4 * len(classes.members) + 3
+
+
+def test_a_change_to_an_excluded_member_splits_its_class_and_is_found(tmp_path: Path) -> None:
+    """Dropping one replica's entry from its identity set gives that address a signature of its
+    own, so the proof slices it and the counterexample names it."""
+    inputs = _generated(tmp_path)
+    files = _files(inputs)
+    excluded = sorted(address_classes(files, inputs.cluster, ("iptables", "ebpf"), None).excluded[4])
+    target = str(ipaddress.IPv4Address(excluded[-1]))
+
+    def drop(text: str) -> str:
+        return "".join(line for line in text.splitlines(keepends=True)
+                       if not (line.startswith("add NPC4-id-") and line.rstrip().endswith(f" {target}")))
+
+    result = _prove(_edit(files, "iptables", "ipsets.v4", drop), inputs)
+    assert result.status is Status.COUNTEREXAMPLE, result.to_json()
+    assert all(target in (c.src, c.dst) for c in result.counterexamples), result.to_json()
 
 
 @pytest.mark.parametrize("profile", list(Profile))

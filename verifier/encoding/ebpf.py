@@ -13,7 +13,7 @@ first drop decides; otherwise the first non-zero proxy port redirects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import z3
@@ -91,10 +91,13 @@ _NO_SIDE = _Side(False, z3.BitVecVal(0, 16))
 class EbpfEncoding:
     """Outcome formulas over the decoded eBPF artifacts."""
 
-    def __init__(self, artifacts: EbpfArtifacts) -> None:
+    def __init__(self, artifacts: EbpfArtifacts, excluded: Mapping[int, frozenset[int]] | None = None) -> None:
+        """``excluded``: per family, addresses a free address is known not to be
+        (verifier/proofs/address_classes.py): their ipcache host entries and endpoints drop out."""
         self.art = artifacts
-        self._tables: dict[str, dict[tuple[int, int], list[tuple[PolicyKey, PolicyEntry]]]] = {}
-        self._shapes: dict[str, tuple[object, ...]] = {}
+        self.excluded = excluded or {}
+        self._tables: dict[int, dict[tuple[int, int], list[tuple[PolicyKey, PolicyEntry]]]] = {}
+        self._shapes: dict[int, tuple[object, ...]] = {}
 
     # --- ipcache ------------------------------------------------------------------------------------
 
@@ -102,7 +105,9 @@ class EbpfEncoding:
         """The ipcache identity of ``address`` (an int when the address is fixed)."""
         if isinstance(address, int):
             return self.art.ipcache.lookup(address_of(address, family))
-        entries = sorted((e for e in self.art.ipcache.entries if e.network.version == family),
+        skip = self.excluded.get(family, frozenset())
+        entries = sorted((e for e in self.art.ipcache.entries if e.network.version == family and not (
+            e.network.prefixlen == e.network.max_prefixlen and int(e.network.network_address) in skip)),
                          key=lambda e: (-e.network.prefixlen, int(e.network.network_address)))
         term: z3.BitVecRef = z3.BitVecVal(WORLD_FALLBACK[family], _ID_BITS)
         for entry in reversed(entries):
@@ -114,9 +119,9 @@ class EbpfEncoding:
     def _table(self, name: str) -> dict[tuple[int, int], list[tuple[PolicyKey, PolicyEntry]]]:
         """(identity, egress) → entries, longest prefix first, one per (prefix, masked key) as the
         LPM trie keeps them (PolicyMap)."""
-        found = self._tables.get(name)
+        policy_map: PolicyMap = self.art.maps[name]
+        found = self._tables.get(id(policy_map.entries))  # maps of one text share their entries
         if found is None:
-            policy_map: PolicyMap = self.art.maps[name]
             unique: dict[tuple[int, int], tuple[PolicyKey, PolicyEntry]] = {}
             for key, entry in policy_map.entries:
                 bits = key.prefixlen
@@ -126,7 +131,7 @@ class EbpfEncoding:
                 found.setdefault((key.identity, key.egress), []).append((key, entry))
             for entries in found.values():
                 entries.sort(key=lambda item: (-item[0].port_prefix, item[0].protocol, item[0].port))
-            self._tables[name] = found
+            self._tables[id(policy_map.entries)] = found
         return found
 
     def _lookup_one(self, name: str, identity: int, egress: int, packet: SymPacket) -> _Hit:
@@ -174,8 +179,10 @@ class EbpfEncoding:
             groups.setdefault(self._map_shape(ep), []).append(ep)
         dropped: Cond = False
         proxy: z3.BitVecRef = z3.BitVecVal(0, 16)
+        skip = self.excluded.get(family, frozenset())
         for members in groups.values():
-            owns = or_(*(eq(address, int(ip)) for ep in members for ip in ep.ips if ip.version == family))
+            owns = or_(*(eq(address, int(ip)) for ep in members for ip in ep.ips
+                         if ip.version == family and int(ip) not in skip))
             if owns is False:
                 continue
             side = self.side(members[0], egress, remote, packet)
@@ -185,10 +192,10 @@ class EbpfEncoding:
 
     def _map_shape(self, ep: EbpfEndpoint) -> tuple[object, ...]:
         """Endpoints whose maps hold the same entries behave the same (the compiler shares them)."""
-        found = self._shapes.get(ep.policy_map)
+        entries = self.art.maps[ep.policy_map].entries
+        found = self._shapes.get(id(entries))
         if found is None:
-            entries = self.art.maps[ep.policy_map].entries
-            found = self._shapes[ep.policy_map] = tuple(sorted(
+            found = self._shapes[id(entries)] = tuple(sorted(
                 ((k.identity, k.egress, k.protocol, k.port, k.port_prefix), (e.deny, e.proxy_port, e.priority,
                                                                              e.port_prefix))
                 for k, e in entries))

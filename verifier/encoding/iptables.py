@@ -34,6 +34,7 @@ from verifier.artifacts.models import (
     ConntrackMatch,
     Goto,
     IcmpMatch,
+    IPNetwork,
     IptRule,
     Jump,
     Log,
@@ -107,11 +108,14 @@ class IptablesEncoding:
     """Outcome formulas of one family's ruleset for packets on the node with ``node_addresses``.
 
     ``tproxy_route`` is the loader's ``ip rule fwmark V/M`` (verifier/kernel/load_iptables.py).
+    ``excluded``: addresses a free address is known not to be (verifier/proofs/address_classes.py);
+    their host entries are dropped wherever the address is symbolic.
     """
 
     def __init__(self, ruleset: Ruleset, ipsets: Mapping[str, IpSet], node_addresses: frozenset[int],
-                 tproxy_route: tuple[int, int] | None) -> None:
+                 tproxy_route: tuple[int, int] | None, excluded: frozenset[int] = frozenset()) -> None:
         self.ruleset = ruleset
+        self.excluded = excluded
         self.ipsets = dict(ipsets)
         self.family = ruleset.family
         self.node_addresses = node_addresses
@@ -317,7 +321,7 @@ class _Traversal:
             conds.append(not_(hit) if rule.protocol.negated else hit)
         for match, address in ((rule.source, p.src), (rule.destination, p.dst)):
             if match is not None:
-                hit = in_network(address, match.network)
+                hit = False if self._excluded_host(address, match.network) else in_network(address, match.network)
                 conds.append(not_(hit) if match.negated else hit)
         for m in rule.matches:
             cond, state = self._match(m, state, rule)
@@ -382,6 +386,11 @@ class _Traversal:
             conds.append((kind in types) != negated)
         return and_(*conds)
 
+    def _excluded_host(self, address: Value, network: IPNetwork) -> bool:
+        """``network`` is one excluded address and ``address`` is free (so never that address)."""
+        return not isinstance(address, int) and network.prefixlen == network.max_prefixlen and \
+            int(network.network_address) in self.enc.excluded
+
     def _set(self, match: SetMatch) -> Cond:
         key = (match.name, match.flags)
         base = self._sets.get(key)
@@ -400,6 +409,8 @@ class _Traversal:
         address = p.src if flags[0] == "src" else p.dst
         groups: dict[tuple[str | None, int | None], list[SetMember]] = {}
         for member in ipset.members:
+            if self._excluded_host(address, member.network):
+                continue
             groups.setdefault((member.proto, member.port), []).append(member)
         found: list[Cond] = []
         refused: list[Cond] = []

@@ -21,7 +21,7 @@ the fixed port convention of DESIGN.md §4), the source's egress proxy first.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -125,8 +125,12 @@ class DirectionRules:
 class SourceEncoding:
     """Outcome formulas of the source semantics for one set of inputs and one profile."""
 
-    def __init__(self, inputs: Inputs, profile: Profile, label_filter: LabelFilter | None = None) -> None:
+    def __init__(self, inputs: Inputs, profile: Profile, label_filter: LabelFilter | None = None,
+                 excluded: Mapping[int, frozenset[int]] | None = None) -> None:
+        """``excluded``: per family, endpoint addresses a free address is known not to be
+        (verifier/proofs/address_classes.py); they drop out of the cases."""
         self.ref = ReferenceEvaluator(inputs, profile, label_filter)
+        self.excluded = excluded or {}
         self.profile = profile
         cluster = inputs.cluster
         self.node = cluster.node_address
@@ -174,7 +178,7 @@ class SourceEncoding:
         if isinstance(value, int):
             return [_Case(True, self.ref.view(ipaddress.ip_address(value) if family == 4
                                                else ipaddress.IPv6Address(value)))]
-        skip = set(excluded)
+        skip = set(excluded) | self.excluded.get(family, frozenset())
         cases = [_Case(value == address, view) for address, view in self._endpoint_views[family]
                  if address not in skip]
         if self.node.version == family and int(self.node) not in skip:

@@ -16,7 +16,7 @@ import z3
 from verifier.encoding.ebpf import EbpfEncoding
 from verifier.encoding.iptables import IptablesEncoding, Unencodable
 from verifier.encoding.solve import Answer, differ, packet_of
-from verifier.encoding.terms import KIND_ALLOWED, SymPacket
+from verifier.encoding.terms import KIND_ALLOWED, SymPacket, and_
 from verifier.encoding.terms import outcome as outcome_constant
 from verifier.proofs.result import SourceSpec
 from verifier.proofs.slices import Slice
@@ -27,7 +27,10 @@ Outcome = Callable[[SymPacket, Slice], z3.BitVecRef]
 SOURCE = "source"
 
 
-def _iptables(files: Mapping[str, str], node_ip: str) -> Outcome:
+Excluded = Mapping[int, frozenset[int]]
+
+
+def _iptables(files: Mapping[str, str], node_ip: str, excluded: Excluded) -> Outcome:
     from compiler.targets.iptables import marks
     from verifier.artifacts import read_ipsets, read_iptables
 
@@ -38,7 +41,8 @@ def _iptables(files: Mapping[str, str], node_ip: str) -> Outcome:
         if rules is not None:
             ruleset = read_iptables(rules, f"iptables/rules.v{family}", family)
             ipsets = read_ipsets(files.get(f"ipsets.v{family}", ""), f"iptables/ipsets.v{family}")
-            encodings[family] = IptablesEncoding(ruleset, ipsets, node, (marks.PROXY, marks.PROXY))
+            encodings[family] = IptablesEncoding(ruleset, ipsets, node, (marks.PROXY, marks.PROXY),
+                                                 excluded.get(family, frozenset()))
 
     def outcome(packet: SymPacket, piece: Slice) -> z3.BitVecRef:
         enc = encodings.get(packet.family)
@@ -49,26 +53,36 @@ def _iptables(files: Mapping[str, str], node_ip: str) -> Outcome:
     return outcome
 
 
-def _ebpf(files: Mapping[str, str], node_ip: str) -> Outcome:
+def _ebpf(files: Mapping[str, str], node_ip: str, excluded: Excluded) -> Outcome:
     from verifier.simulate.ebpf import EbpfArtifacts
 
-    enc = EbpfEncoding(EbpfArtifacts(files))
+    enc = EbpfEncoding(EbpfArtifacts(files), excluded)
     return lambda packet, _piece: enc.outcome(packet)
 
 
-#: target → builder of its outcome formula from ``OUT/<target>/`` files and the node address.
-BUILDERS: dict[str, Callable[[Mapping[str, str], str], Outcome]] = {"iptables": _iptables, "ebpf": _ebpf}
+#: target → builder of its outcome formula from ``OUT/<target>/`` files, the node address and the
+#: excluded addresses (verifier/proofs/address_classes.py).
+BUILDERS: dict[str, Callable[[Mapping[str, str], str, Excluded], Outcome]] = {"iptables": _iptables, "ebpf": _ebpf}
+
+#: witnesses on excluded addresses ruled out per slice before the answer is ``unknown``
+SPURIOUS_RETRIES = 16
 
 
 class TargetEncodings:
-    """The outcome formulas of the targets in ``files`` (target → relative path → text)."""
+    """The outcome formulas of the targets in ``files`` (target → relative path → text), over a
+    flow space without the ``excluded`` addresses (per family; see
+    verifier/proofs/address_classes.py)."""
 
-    def __init__(self, files: Mapping[str, Mapping[str, str]], node_ip: str, source: SourceSpec | None = None) -> None:
-        self.outcomes = {name: BUILDERS[name](texts, node_ip) for name, texts in files.items() if name in BUILDERS}
+    def __init__(self, files: Mapping[str, Mapping[str, str]], node_ip: str, source: SourceSpec | None = None,
+                 excluded: Excluded | None = None) -> None:
+        self.excluded: Excluded = excluded or {}
+        self.outcomes = {name: BUILDERS[name](texts, node_ip, self.excluded) for name, texts in files.items()
+                         if name in BUILDERS}
         if source is not None:
             from verifier.encoding.source import SourceEncoding
 
-            self.outcomes[SOURCE] = SourceEncoding(source.inputs, source.profile, source.label_filter).outcome
+            self.outcomes[SOURCE] = SourceEncoding(source.inputs, source.profile, source.label_filter,
+                                                   self.excluded).outcome
 
     def compare(self, left: str, right: str, piece: Slice, timeout_ms: int) -> Answer:
         """Can ``left`` and ``right`` give different outcomes to a packet of ``piece``?"""
@@ -78,4 +92,14 @@ class TargetEncodings:
             b = self.outcomes[right](packet, piece)
         except Unencodable as err:
             return Answer("unknown", reason=str(err))
-        return differ(a, b, packet, domain, timeout_ms)
+        skip = self.excluded.get(piece.family, frozenset())
+        for _ in range(SPURIOUS_RETRIES):
+            answer = differ(a, b, packet, domain, timeout_ms)
+            w = answer.witness
+            if w is None or (w.src not in skip and w.dst not in skip):
+                return answer
+            # the formulas say nothing true of an excluded address: rule it out and ask again
+            domain = and_(domain, *(field != value for field, value in ((packet.src, w.src), (packet.dst, w.dst))
+                                    if not isinstance(field, int) and value in skip))
+        return Answer("unknown", reason=f"{SPURIOUS_RETRIES} witnesses in a row fell on addresses the proof "
+                                        "stands for by others (verifier/proofs/address_classes.py)")

@@ -16,6 +16,7 @@ from typing import Any
 
 from compiler.cluster import Cluster
 from compiler.flow import Flow, Protocol
+from verifier.proofs.address_classes import AddressClasses, address_classes
 from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, SourceSpec, Status
 from verifier.proofs.slices import Slice, slices
 
@@ -26,23 +27,34 @@ SHOWN = 5  # counterexamples kept per proof (the first ones, in slice order)
 _WORKER: Any = None
 
 
-def cluster_slices(cluster: Cluster) -> list[Slice]:
-    """Every slice of the families the cluster's endpoints (or node) have addresses in."""
+def cluster_slices(cluster: Cluster, classes: AddressClasses | None = None) -> list[Slice]:
+    """Every slice of the families the cluster's endpoints (or node) have addresses in; with
+    ``classes``, one endpoint's slices per class, named for the endpoints they stand for."""
+    classes = classes or AddressClasses()
     node = ipaddress.ip_address(cluster.node_ip)
     out: list[Slice] = []
     for family in (4, 6):
-        eps = [(ep.key, int(a)) for ep in cluster.endpoints for a in ep.addresses if a.version == family]
-        if not eps and node.version != family:
+        excluded = classes.excluded.get(family, frozenset())
+        kept = [(ep.key, int(a)) for ep in cluster.endpoints for a in ep.addresses
+                if a.version == family and int(a) not in excluded]
+        if not kept and node.version != family:
             continue
-        out.extend(slices(family, eps, int(node) if node.version == family else None))
+        heads = {(_named(key, classes.stands_for(family, address)), address) for key, address in kept
+                 if classes.representative(family, address)}
+        out.extend(slices(family, heads, int(node) if node.version == family else None, {a for _, a in kept}))
     return out
 
 
-def _init(files: Mapping[str, Mapping[str, str]], node_ip: str, source: SourceSpec | None) -> None:
+def _named(key: str, members: tuple[str, ...]) -> str:
+    return key if len(members) <= 1 else f"{key} (+{len(members) - 1} alike)"
+
+
+def _init(files: Mapping[str, Mapping[str, str]], node_ip: str, source: SourceSpec | None,
+          excluded: Mapping[int, frozenset[int]]) -> None:
     global _WORKER
     from verifier.encoding.targets import TargetEncodings
 
-    _WORKER = TargetEncodings(files, node_ip, source)
+    _WORKER = TargetEncodings(files, node_ip, source, excluded)
 
 
 def _check(job: tuple[str, str, Slice]) -> tuple[Slice, str, Any, str]:
@@ -51,15 +63,17 @@ def _check(job: tuple[str, str, Slice]) -> tuple[Slice, str, Any, str]:
     return piece, answer.status, answer.witness, answer.reason
 
 
-def _answers(left: str, right: str, pieces: list[Slice], ctx: ProofContext) -> Iterable[tuple[Slice, str, Any, str]]:
+def _answers(left: str, right: str, pieces: list[Slice], ctx: ProofContext,
+             excluded: Mapping[int, frozenset[int]]) -> Iterable[tuple[Slice, str, Any, str]]:
     jobs = [(left, right, piece) for piece in pieces]
     source = ctx.source if SOURCE in (left, right) else None
     files = {t: ctx.files[t] for t in (left, right) if t in ctx.files}
+    init = (files, ctx.cluster.node_ip, source, excluded)
     if ctx.jobs <= 1 or len(pieces) < 8:
-        _init(files, ctx.cluster.node_ip, source)
+        _init(*init)
         yield from map(_check, jobs)
         return
-    with ProcessPoolExecutor(ctx.jobs, initializer=_init, initargs=(files, ctx.cluster.node_ip, source)) as pool:
+    with ProcessPoolExecutor(ctx.jobs, initializer=_init, initargs=init) as pool:
         yield from pool.map(_check, jobs, chunksize=max(1, len(jobs) // (ctx.jobs * 8)))
 
 
@@ -72,12 +86,14 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
         return ProofResult(name, claim, Status.UNKNOWN, 0, 0.0, unknown=(f"no {missing[0]} artifacts",))
     if ctx.source is None and SOURCE in (left, right):
         return ProofResult(name, claim, Status.UNKNOWN, 0, 0.0, unknown=("no source policies given",))
-    pieces = cluster_slices(ctx.cluster)
+    files = {t: ctx.files[t] for t in (left, right) if t in ctx.files}
+    classes = address_classes(files, ctx.cluster, (left, right), ctx.source)
+    pieces = cluster_slices(ctx.cluster, classes)
     found: list[Counterexample] = []
     unknown: list[str] = []
     differing = 0
     sims = ctx.simulators
-    for done, (piece, status, witness, reason) in enumerate(_answers(left, right, pieces, ctx), 1):
+    for done, (piece, status, witness, reason) in enumerate(_answers(left, right, pieces, ctx, classes.excluded), 1):
         ctx.progress(name, done, len(pieces))
         if status == "unknown":
             unknown.append(f"{piece.name}: {reason}")

@@ -38,11 +38,13 @@ class Slice:
     dst_not: frozenset[int] = field(default_factory=frozenset)
 
 
-def slices(family: int, endpoints: Iterable[tuple[str, int]], node: int | None) -> list[Slice]:
+def slices(family: int, endpoints: Iterable[tuple[str, int]], node: int | None,
+           addresses: Iterable[int] | None = None) -> list[Slice]:
     """Every slice of one family for endpoints ``(name, address)`` and the node's address (None:
-    the node has no address of this family)."""
+    the node has no address of this family). ``addresses``: every endpoint address the free
+    fields must avoid, when more than the sliced ones (an address class's other kept member)."""
     eps = sorted(set(endpoints), key=lambda e: (e[1], e[0]))
-    addresses = frozenset(a for _, a in eps)
+    addresses = frozenset(a for _, a in eps) | frozenset(addresses or ())
     nodes = frozenset() if node is None else frozenset({node})
     outside = addresses | nodes
     out: list[Slice] = []

@@ -84,6 +84,12 @@ class PolicyMap:
             self._by_len.setdefault(bits, {})[masked] = (key, entry)
         self._lengths = sorted(self._by_len, reverse=True)
 
+    def renamed(self, name: str) -> PolicyMap:
+        """The same map under another endpoint's name (entries and index shared, not copied)."""
+        twin = object.__new__(PolicyMap)
+        twin.name, twin.entries, twin._by_len, twin._lengths = name, self.entries, self._by_len, self._lengths
+        return twin
+
     def lookup(self, identity: int, egress: int, protocol: int, port: int) -> tuple[PolicyKey, PolicyEntry] | None:
         """Longest-prefix match of a full (prefix 64) lookup key."""
         data = PolicyKey(identity, egress, protocol, port, POLICY_FULL_PREFIX - POLICY_STATIC_PREFIX).data_bits()
@@ -183,10 +189,19 @@ class EbpfArtifacts:
         self.endpoints = [self._endpoint(e) for e in self._json(files, "endpoints.json")]
         self.ipcache = Ipcache(self.map_entries(files, "ipcache.json", IpcacheEntry.decode))
         self.maps: dict[str, PolicyMap] = {}
+        # the endpoints of one identity usually have byte-identical maps: decode each text once
+        by_text: dict[str, PolicyMap] = {}
         for ep in self.endpoints:
             name = f"{ep.policy_map}.json"
+            text = files.get(name)
+            same = by_text.get(text) if text is not None else None
+            if same is not None:
+                self.maps[ep.policy_map] = same.renamed(ep.policy_map)
+                continue
             entries = self.map_entries(files, name, lambda k, v: (PolicyKey.decode(k), PolicyEntry.decode(v)))
             self.maps[ep.policy_map] = PolicyMap(ep.policy_map, entries)
+            if text is not None:
+                by_text[text] = self.maps[ep.policy_map]
         self.by_address = {ip: ep for ep in self.endpoints for ip in ep.ips}
 
     @classmethod
