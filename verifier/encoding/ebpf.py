@@ -28,6 +28,7 @@ from verifier.encoding.terms import (
     address_of,
     and_,
     eq,
+    excluded_host,
     in_network,
     ite,
     not_,
@@ -97,7 +98,6 @@ class EbpfEncoding:
         self.art = artifacts
         self.excluded = excluded or {}
         self._tables: dict[int, dict[tuple[int, int], list[tuple[PolicyKey, PolicyEntry]]]] = {}
-        self._shapes: dict[int, tuple[object, ...]] = {}
 
     # --- ipcache ------------------------------------------------------------------------------------
 
@@ -106,8 +106,8 @@ class EbpfEncoding:
         if isinstance(address, int):
             return self.art.ipcache.lookup(address_of(address, family))
         skip = self.excluded.get(family, frozenset())
-        entries = sorted((e for e in self.art.ipcache.entries if e.network.version == family and not (
-            e.network.prefixlen == e.network.max_prefixlen and int(e.network.network_address) in skip)),
+        entries = sorted((e for e in self.art.ipcache.entries
+                          if e.network.version == family and not excluded_host(address, e.network, skip)),
                          key=lambda e: (-e.network.prefixlen, int(e.network.network_address)))
         term: z3.BitVecRef = z3.BitVecVal(WORLD_FALLBACK[family], _ID_BITS)
         for entry in reversed(entries):
@@ -192,14 +192,7 @@ class EbpfEncoding:
 
     def _map_shape(self, ep: EbpfEndpoint) -> tuple[object, ...]:
         """Endpoints whose maps hold the same entries behave the same (the compiler shares them)."""
-        entries = self.art.maps[ep.policy_map].entries
-        found = self._shapes.get(id(entries))
-        if found is None:
-            found = self._shapes[id(entries)] = tuple(sorted(
-                ((k.identity, k.egress, k.protocol, k.port, k.port_prefix), (e.deny, e.proxy_port, e.priority,
-                                                                             e.port_prefix))
-                for k, e in entries))
-        return found
+        return self.art.maps[ep.policy_map].shape()
 
     def outcome(self, packet: SymPacket) -> z3.BitVecRef:
         """The 18-bit outcome of ``packet`` (EbpfSimulator.evaluate)."""

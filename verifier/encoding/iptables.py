@@ -34,7 +34,6 @@ from verifier.artifacts.models import (
     ConntrackMatch,
     Goto,
     IcmpMatch,
-    IPNetwork,
     IptRule,
     Jump,
     Log,
@@ -60,6 +59,7 @@ from verifier.encoding.terms import (
     Value,
     and_,
     eq,
+    excluded_host,
     in_network,
     in_range,
     ite,
@@ -321,7 +321,8 @@ class _Traversal:
             conds.append(not_(hit) if rule.protocol.negated else hit)
         for match, address in ((rule.source, p.src), (rule.destination, p.dst)):
             if match is not None:
-                hit = False if self._excluded_host(address, match.network) else in_network(address, match.network)
+                network = match.network
+                hit = False if excluded_host(address, network, self.enc.excluded) else in_network(address, network)
                 conds.append(not_(hit) if match.negated else hit)
         for m in rule.matches:
             cond, state = self._match(m, state, rule)
@@ -386,11 +387,6 @@ class _Traversal:
             conds.append((kind in types) != negated)
         return and_(*conds)
 
-    def _excluded_host(self, address: Value, network: IPNetwork) -> bool:
-        """``network`` is one excluded address and ``address`` is free (so never that address)."""
-        return not isinstance(address, int) and network.prefixlen == network.max_prefixlen and \
-            int(network.network_address) in self.enc.excluded
-
     def _set(self, match: SetMatch) -> Cond:
         key = (match.name, match.flags)
         base = self._sets.get(key)
@@ -409,7 +405,7 @@ class _Traversal:
         address = p.src if flags[0] == "src" else p.dst
         groups: dict[tuple[str | None, int | None], list[SetMember]] = {}
         for member in ipset.members:
-            if self._excluded_host(address, member.network):
+            if excluded_host(address, member.network, self.enc.excluded):
                 continue
             groups.setdefault((member.proto, member.port), []).append(member)
         found: list[Cond] = []

@@ -12,6 +12,7 @@ and the proxy port in bits 0-15, so "same verdict and same proxy port" is one eq
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TypeAlias
@@ -113,6 +114,13 @@ def top_bits(value: Value, width: int, bits: int, constant: int) -> Cond:
 
 def in_network(address: Value, network: IPNetwork) -> Cond:
     return top_bits(address, network.max_prefixlen, network.prefixlen, int(network.network_address))
+
+
+def excluded_host(address: Value, network: IPNetwork, excluded: AbstractSet[int]) -> bool:
+    """``network`` is one address of ``excluded`` and ``address`` is free, so never that address
+    (the slice domain leaves excluded addresses out: verifier/proofs/address_classes.py)."""
+    return not isinstance(address, int) and network.prefixlen == network.max_prefixlen and \
+        int(network.network_address) in excluded
 
 
 def ite(cond: Cond, then: z3.BitVecRef, otherwise: z3.BitVecRef) -> z3.BitVecRef:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compiler.cluster import Cluster, Endpoint
+from verifier.artifacts.models import CommentMatch, Goto, IptRule, Jump, SetMatch, Verdict
 from verifier.proofs.result import SourceSpec
 
 Signature = tuple[object, ...]
@@ -104,12 +105,15 @@ class _Prefixes:
 
     def __init__(self) -> None:
         self.by_key: dict[tuple[int, int, int], list[Tag]] = {}
-        self.lengths: dict[int, set[int]] = {4: set(), 6: set()}
+        self.lengths: dict[int, list[int]] = {4: [], 6: []}  # ascending
 
     def add(self, network: Any, tag: Tag) -> None:
         key = (network.version, network.prefixlen, int(network.network_address))
         self.by_key.setdefault(key, []).append(tag)
-        self.lengths[network.version].add(network.prefixlen)
+        lengths = self.lengths[network.version]
+        if network.prefixlen not in lengths:
+            lengths.append(network.prefixlen)
+            lengths.sort()
 
     def containing(self, address: Any) -> tuple[Hit, ...]:
         """(tag, prefix length, network) of every network containing ``address``; an address's
@@ -118,7 +122,7 @@ class _Prefixes:
         width = address.max_prefixlen
         value = int(address)
         out: list[Hit] = []
-        for length in sorted(self.lengths[address.version]):
+        for length in self.lengths[address.version]:
             network = value >> (width - length) << (width - length) if length else 0
             for tag in self.by_key.get((address.version, length, network), ()):
                 out.append((tag, length, -1 if length == width else network))
@@ -202,7 +206,7 @@ class _IptablesFeatures(_Features):
                 out.extend(self._resolve(family, table, chain, side, address, members, depth + 1))
             else:
                 out.append(chain)
-            if type(target).__name__ == "Goto":
+            if isinstance(target, Goto):
                 return tuple(out)
         return tuple(out)
 
@@ -221,8 +225,6 @@ def _set_members(hits: tuple[Hit, ...]) -> set[object]:
 
 def _dispatch_side(chain: Any) -> str | None:
     """The one address field a dispatch chain tests ("src"/"dst"), None for any other chain."""
-    from verifier.artifacts.models import CommentMatch, Goto, Jump, SetMatch, Verdict
-
     sides: set[str] = set()
     for rule in chain.rules:
         if rule.protocol is not None or rule.in_interface is not None or rule.out_interface is not None:
@@ -242,14 +244,14 @@ def _dispatch_side(chain: Any) -> str | None:
     return sides.pop() if len(sides) == 1 else None
 
 
-def _dispatch_hit(rule: Any, side: str, address: Any, members: set[object]) -> bool:
+def _dispatch_hit(rule: IptRule, side: str, address: Any, members: set[object]) -> bool:
     """Whether a dispatch rule matches ``address`` on ``side`` (the set-member LPM and nomatch
     results come from the signature's own set tags: an address is in a plain set when an entry
     holding it is not a nomatch one, as ``IpSet.probe`` decides for address-only sets)."""
     match_ = rule.source if side == "src" else rule.destination
     if match_ is not None and not match_.matches(address):
         return False
-    return all((match.name in members) != match.negated for match in rule.matches if hasattr(match, "flags"))
+    return all((match.name in members) != match.negated for match in rule.matches if isinstance(match, SetMatch))
 
 
 class _EbpfFeatures(_Features):
@@ -259,16 +261,8 @@ class _EbpfFeatures(_Features):
         from verifier.simulate.ebpf import EbpfArtifacts
 
         self.art = EbpfArtifacts(texts)
-        self.shapes: dict[str, int] = {}
         shape_ids: dict[tuple[object, ...], int] = {}
-        by_entries: dict[int, int] = {}  # maps decoded from one text share their entries
-        for name, policy_map in self.art.maps.items():
-            known = by_entries.get(id(policy_map.entries))
-            if known is None:
-                shape = tuple(sorted((k.identity, k.egress, k.protocol, k.port, k.port_prefix, e.deny, e.proxy_port,
-                                      e.priority, e.port_prefix) for k, e in policy_map.entries))
-                known = by_entries[id(policy_map.entries)] = shape_ids.setdefault(shape, len(shape_ids))
-            self.shapes[name] = known
+        self.shapes = {name: shape_ids.setdefault(m.shape(), len(shape_ids)) for name, m in self.art.maps.items()}
 
     def signature(self, address: Any, ep: Endpoint) -> Signature:
         owner = self.art.by_address.get(address)

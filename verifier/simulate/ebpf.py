@@ -83,11 +83,22 @@ class PolicyMap:
             masked = key.data_bits() >> (POLICY_FULL_PREFIX - bits)
             self._by_len.setdefault(bits, {})[masked] = (key, entry)
         self._lengths = sorted(self._by_len, reverse=True)
+        self._shape: list[tuple[object, ...]] = []  # computed on first use; shared with renamed twins
+
+    def shape(self) -> tuple[object, ...]:
+        """The entries as sorted plain values: maps of equal shape behave the same (the compiler
+        gives the endpoints of one identity equal maps)."""
+        if not self._shape:
+            self._shape.append(tuple(sorted(((k.identity, k.egress, k.protocol, k.port, k.port_prefix),
+                                              (e.deny, e.proxy_port, e.priority, e.port_prefix))
+                                             for k, e in self.entries)))
+        return self._shape[0]
 
     def renamed(self, name: str) -> PolicyMap:
-        """The same map under another endpoint's name (entries and index shared, not copied)."""
+        """The same map under another endpoint's name (entries, index and shape shared, not copied)."""
         twin = object.__new__(PolicyMap)
         twin.name, twin.entries, twin._by_len, twin._lengths = name, self.entries, self._by_len, self._lengths
+        twin._shape = self._shape
         return twin
 
     def lookup(self, identity: int, egress: int, protocol: int, port: int) -> tuple[PolicyKey, PolicyEntry] | None:
