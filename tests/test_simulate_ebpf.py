@@ -155,6 +155,29 @@ def test_undecodable_artifacts_name_the_file_and_entry() -> None:
         EbpfArtifacts({"endpoints.json": "[]"})
 
 
+def test_canonical_dumps_read_fast_give_the_json_readers_entries_and_its_errors() -> None:
+    from verifier.simulate import ebpf as module
+
+    inputs = load_inputs([str(EXAMPLES[0])])
+    files = EbpfTarget(build_ir(inputs, Profile.CILIUM)).emit()
+    texts = {name: text for name, text in files.items() if name.endswith(".json")}
+    policy = next(name for name in sorted(texts) if name.startswith("cilium_policy"))
+    assert module._canonical_entries(texts[policy], lambda k, v: (k, v), {}) is not None
+    fast = EbpfArtifacts(texts)
+    slow = EbpfArtifacts({name: json.dumps(json.loads(text), indent=1) for name, text in texts.items()})
+    assert fast.ipcache.entries == slow.ipcache.entries
+    assert {n: m.entries for n, m in fast.maps.items()} == {n: m.entries for n, m in slow.maps.items()}
+    lines = texts[policy].splitlines()
+    broken = dict(texts)
+    broken[policy] = "\n".join([lines[0], lines[1].replace('"key":["0x', '"key":["0xg', 1), *lines[2:]])
+    with pytest.raises(ArtifactError, match=rf"{policy}: (entry 0|not JSON)"):
+        EbpfArtifacts(broken)
+    short = lines[1].replace('","0x00"],"value"', '"],"value"', 1)  # an 11-byte key
+    broken[policy] = "\n".join([lines[0], short, *lines[2:]])
+    with pytest.raises(ArtifactError, match=rf"{policy}: entry 0: .*12 bytes"):
+        EbpfArtifacts(broken)
+
+
 # --- agreement with the IR evaluator --------------------------------------------------------------
 
 def _check(inputs: Inputs, profile: Profile, flows: list[Flow]) -> None:

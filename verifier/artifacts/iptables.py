@@ -10,10 +10,30 @@ cannot read or that lies outside the dialect contract (DESIGN.md §4).
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 from verifier.artifacts.ipsets import IpSet
 from verifier.artifacts.models import ArtifactError, Family, Ruleset
+
+# Parsed texts, newest last: a verify run reads the same (multi-megabyte) artifact for the
+# simulators, the address classes and every proof, and forked proof workers inherit the parse.
+# Keys hold the text itself (its hash is cached by str), so a hit costs one comparison.
+_PARSED: OrderedDict[tuple[str, str, str, int], Any] = OrderedDict()
+_PARSED_KEPT = 8
+
+
+def _cached(kind: str, text: str, path: str, family: int, parse: Any) -> Any:
+    key = (kind, text, path, family)
+    found = _PARSED.get(key)
+    if found is None:
+        found = _PARSED[key] = parse()
+        while len(_PARSED) > _PARSED_KEPT:
+            _PARSED.popitem(last=False)
+    else:
+        _PARSED.move_to_end(key)
+    return found
 
 
 def read_iptables(text: str, path: str = "<text>", family: Family = 4) -> Ruleset:
@@ -24,7 +44,7 @@ def read_iptables(text: str, path: str = "<text>", family: Family = 4) -> Rulese
 
     if family not in (4, 6):
         raise ValueError(f"family must be 4 or 6, not {family!r}")
-    return parse_iptables(text, family, path)
+    return _cached("rules", text, path, family, lambda: parse_iptables(text, family, path))  # type: ignore[no-any-return]
 
 
 def read_services(text: str, path: str = "<text>", family: Family = 4) -> Ruleset:
@@ -40,7 +60,7 @@ def read_ipsets(text: str, path: str = "<text>") -> dict[str, IpSet]:
     """Replay an ``ipset restore`` stream or ``ipset save`` output; the sets it leaves, by name."""
     from grammar.ipset import parse_ipsets
 
-    return parse_ipsets(text, path)
+    return dict(_cached("ipsets", text, path, 0, lambda: parse_ipsets(text, path)))
 
 
 def _read_text(path: str | os.PathLike[str]) -> str:

@@ -56,7 +56,7 @@ def _iptables(files: Mapping[str, str], node_ip: str, excluded: Excluded) -> Out
 def _ebpf(files: Mapping[str, str], node_ip: str, excluded: Excluded) -> Outcome:
     from verifier.simulate.ebpf import EbpfArtifacts
 
-    enc = EbpfEncoding(EbpfArtifacts(files), excluded)
+    enc = EbpfEncoding(EbpfArtifacts.of(files), excluded)
     return lambda packet, _piece: enc.outcome(packet)
 
 

@@ -260,7 +260,7 @@ class _EbpfFeatures(_Features):
     def __init__(self, texts: Mapping[str, str]) -> None:
         from verifier.simulate.ebpf import EbpfArtifacts
 
-        self.art = EbpfArtifacts(texts)
+        self.art = EbpfArtifacts.of(texts)
         shape_ids: dict[tuple[object, ...], int] = {}
         self.shapes = {name: shape_ids.setdefault(m.shape(), len(shape_ids)) for name, m in self.art.maps.items()}
 

@@ -40,7 +40,7 @@ def prove(ctx: ProofContext) -> ProofResult:
     from verifier.encoding.l7 import compare
 
     envoy = EnvoySimulator(ctx.files["envoy"])
-    ipcache = EbpfArtifacts(ctx.files["ebpf"]).ipcache
+    ipcache = EbpfArtifacts.of(ctx.files["ebpf"]).ipcache
     ref = ReferenceEvaluator(ctx.source.inputs, ctx.source.profile, ctx.source.label_filter)
     groups: dict[tuple[object, ...], list[L7Case]] = {}
     for case in l7_cases(ref, envoy, ipcache):

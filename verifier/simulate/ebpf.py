@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +203,7 @@ class EbpfArtifacts:
         self.maps: dict[str, PolicyMap] = {}
         # the endpoints of one identity usually have byte-identical maps: decode each text once
         by_text: dict[str, PolicyMap] = {}
+        memo: dict[tuple[str, str], tuple[PolicyKey, PolicyEntry]] = {}
         for ep in self.endpoints:
             name = f"{ep.policy_map}.json"
             text = files.get(name)
@@ -209,11 +211,25 @@ class EbpfArtifacts:
             if same is not None:
                 self.maps[ep.policy_map] = same.renamed(ep.policy_map)
                 continue
-            entries = self.map_entries(files, name, lambda k, v: (PolicyKey.decode(k), PolicyEntry.decode(v)))
+            entries = self.map_entries(files, name, lambda k, v: (PolicyKey.decode(k), PolicyEntry.decode(v)),
+                                       memo=memo)
             self.maps[ep.policy_map] = PolicyMap(ep.policy_map, entries)
             if text is not None:
                 by_text[text] = self.maps[ep.policy_map]
         self.by_address = {ip: ep for ep in self.endpoints for ip in ep.ips}
+
+    @classmethod
+    def of(cls, files: Mapping[str, str]) -> EbpfArtifacts:
+        """The artifacts of ``files``, decoded once per mapping object: a verify run reads one
+        artifact set for the simulators, the address classes and every proof, and forked proof
+        workers inherit what the parent decoded."""
+        for held, artifacts in _DECODED:
+            if held is files:
+                return artifacts
+        artifacts = cls(files)
+        _DECODED.append((files, artifacts))
+        del _DECODED[:-4]
+        return artifacts
 
     @classmethod
     def from_dir(cls, path: str | Path) -> EbpfArtifacts:
@@ -246,11 +262,14 @@ class EbpfArtifacts:
 
     @classmethod
     def map_entries(cls, files: Mapping[str, str], name: str, decode: Callable[[bytes, bytes], T], *,
-                    optional: bool = False) -> list[T]:
+                    optional: bool = False, memo: dict[tuple[str, str], T] | None = None) -> list[T]:
         """Every entry of one dumped map, decoded; a clear error naming the file and entry for
         anything else (an ``optional`` map that is absent has no entries)."""
         if optional and name not in files:
             return []
+        fast = _canonical_entries(files.get(name, ""), decode, {} if memo is None else memo)
+        if fast is not None:
+            return fast
         out = []
         for index, doc in enumerate(cls._json(files, name)):
             try:
@@ -258,6 +277,39 @@ class EbpfArtifacts:
             except (KeyError, TypeError, ValueError) as err:
                 raise ArtifactError(f"{name}: entry {index}: {err}") from None
         return out
+
+
+_DECODED: list[tuple[Mapping[str, str], EbpfArtifacts]] = []  # EbpfArtifacts.of, newest last
+
+# One entry of a dump exactly as compiler/targets/ebpf/target.py writes it (sorted keys, no
+# spaces, one entry per line): ``formatted`` (a flat reading the verifier never uses) and the
+# key and value bytes. A whole text of such lines is read with this pattern, a hundred times
+# faster than JSON and with the same bytes; any other text (bpftool's own output, a hand edit,
+# a broken file) goes through ``json`` and gets its precise error.
+_BYTES = r'"0x[0-9a-f]{2}"(?:,"0x[0-9a-f]{2}")*'
+_ENTRY = re.compile(r'\{"formatted":\{[a-z0-9_":,.{}]*\},"key":\[(' + _BYTES + r')\],"value":\[(' + _BYTES + r')\]\}')
+_DUMP = re.compile(r'\[\n(?:' + _ENTRY.pattern + r',\n)*' + _ENTRY.pattern + r'\n\]\n?|\[\]\n?')
+
+
+def _canonical_entries(text: str, decode: Callable[[bytes, bytes], T],
+                       seen: dict[tuple[str, str], T]) -> list[T] | None:
+    """The entries of a dump in the compiler's own layout (None: not in that layout). Equal
+    entries decode once (``seen``, shared by the maps of one artifact set: a cluster's maps
+    repeat a few thousand entries many times)."""
+    if _DUMP.fullmatch(text) is None:
+        return None
+    out: list[T] = []
+    for match in _ENTRY.finditer(text):
+        raw = match.group(1, 2)
+        item = seen.get(raw)
+        if item is None:
+            try:
+                item = seen[raw] = decode(bytes.fromhex(raw[0].replace('"0x', "").replace('"', "").replace(",", "")),
+                                          bytes.fromhex(raw[1].replace('"0x', "").replace('"', "").replace(",", "")))
+            except ValueError:
+                return None  # let the careful reader name the entry and the fault
+        out.append(item)
+    return out
 
 
 class EbpfSimulator:

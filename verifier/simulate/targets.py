@@ -111,7 +111,7 @@ class _Ebpf:
     def __init__(self, files: Mapping[str, str], cluster: Cluster) -> None:
         from verifier.simulate.ebpf import EbpfArtifacts, EbpfSimulator
 
-        self._sim = EbpfSimulator(EbpfArtifacts(files))
+        self._sim = EbpfSimulator(EbpfArtifacts.of(files))
 
     def answer(self, flow: Flow) -> TargetAnswer:
         result = self._sim.evaluate(flow)
