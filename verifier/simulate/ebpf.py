@@ -300,12 +300,12 @@ def _canonical_entries(text: str, decode: Callable[[bytes, bytes], T],
         return None
     out: list[T] = []
     for match in _ENTRY.finditer(text):
-        raw = match.group(1, 2)
+        raw: tuple[str, str] = (match.group(1), match.group(2))
         item = seen.get(raw)
         if item is None:
             try:
-                item = seen[raw] = decode(bytes.fromhex(raw[0].replace('"0x', "").replace('"', "").replace(",", "")),
-                                          bytes.fromhex(raw[1].replace('"0x', "").replace('"', "").replace(",", "")))
+                item = seen[raw] = decode(*(bytes.fromhex(part.replace('"0x', "").replace('"', "").replace(",", ""))
+                                            for part in raw))
             except ValueError:
                 return None  # let the careful reader name the entry and the fault
         out.append(item)
