@@ -59,7 +59,7 @@ def test_formulas_evaluate_to_the_simulators_answers(example: Path, profile: Pro
                                                         (False, True, pods + outside, [node])):
         piece = Slice("free", 4, None, None, local_src, local_dst)
         packet, _ = packet_of(piece)
-        terms = {name: encodings.outcomes[name](packet, piece) for name in ("iptables", "ebpf", "source")}
+        terms = {name: encodings.sides[name].outcome(packet, piece) for name in ("iptables", "ebpf", "source")}
         assert isinstance(packet.src, z3.BitVecRef) and isinstance(packet.dst, z3.BitVecRef)
         for src in sources:
             for dst in destinations:
@@ -105,7 +105,7 @@ def test_generated_policy_sets_formulas_match_simulators_and_the_targets_are_pro
             if key not in terms:
                 piece = Slice("free", family, None, None, key[1], key[2])
                 packet, _ = packet_of(piece)
-                terms[key] = (packet, {n: encodings.outcomes[n](packet, piece)
+                terms[key] = (packet, {n: encodings.sides[n].outcome(packet, piece)
                                        for n in ("iptables", "ebpf", "source")})
             packet, outcomes = terms[key]
             width = 32 if family == 4 else 128

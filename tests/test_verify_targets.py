@@ -26,6 +26,7 @@ from compiler.synth import Scale, generate, write
 from compiler.targets import emit_targets
 from compiler.targets.ebpf.layout import PolicyEntry, PolicyKey, parse_hex_bytes, policy_dump_entry
 from tests.conformance_cases import CASES, load_case
+from verifier.encoding.targets import composable
 from verifier.proofs import ProofContext, ProofResult, Status, iptables_ebpf
 from verifier.proofs.address_classes import address_classes
 
@@ -49,7 +50,7 @@ def test_every_example_is_proved(example: Path, profile: Profile) -> None:
     result = _prove(_files(inputs, profile), inputs)
     assert result.status is Status.PROVED, result.to_json()
     classes = address_classes(_files(inputs, profile), inputs.cluster, ("iptables", "ebpf"), None)
-    assert result.slices == 4 * len(classes.members) + 3
+    assert result.slices == _half_slices(len(classes.members))
 
 
 def _generated(tmp_path: Path) -> Inputs:
@@ -66,7 +67,45 @@ def test_one_address_of_each_class_is_sliced_and_the_others_are_stood_for(tmp_pa
     assert sum(len(m) for m in classes.members.values()) == len(inputs.cluster.endpoints)
     result = _prove(files, inputs)
     assert result.status is Status.PROVED, result.to_json()
+    assert result.slices == _half_slices(len(classes.members))
+
+
+def _half_slices(classes: int) -> int:
+    """Per class two halves towards classes and the outside, and the node's two whole flows;
+    then the outside's two halves and two node flows (no whole-flow retries)."""
+    return 6 * classes + 4
+
+
+def test_a_layout_that_is_not_two_halves_is_proved_by_whole_flows(tmp_path: Path) -> None:
+    """An ACCEPT after the filter chain keeps the semantics but is outside the composition
+    lemma: the proof says why in composable() and slices whole flows instead."""
+    inputs = _generated(tmp_path)
+    files = _edit(_files(inputs), "iptables", "rules.v4",
+                  lambda t: t.replace("-A FORWARD -j NPC-POLICY\n", "-A FORWARD -j NPC-POLICY\n-A FORWARD -j ACCEPT\n"))
+    assert "FORWARD" in (composable(files) or "")
+    assert composable(_files(inputs)) is None
+    classes = address_classes(files, inputs.cluster, ("iptables", "ebpf"), None)
+    result = _prove(files, inputs)
+    assert result.status is Status.PROVED, result.to_json()
     assert result.slices == 4 * len(classes.members) + 3
+
+
+def test_an_egress_chain_that_accepts_is_re_proved_as_whole_flows_and_found(tmp_path: Path) -> None:
+    """An egress chain that ACCEPTs instead of dropping skips the destination's ingress: its
+    half is not composable (checked while building it), so the slice is re-proved as whole
+    flows, which find the flows the ingress side should have dropped."""
+    inputs = _generated(tmp_path)
+    files = _files(inputs)
+    chain = next(line.split()[1] for line in files["iptables"]["rules.v4"].splitlines()
+                 if line.startswith("-A NPC-E-") and line.endswith("-j DROP"))
+
+    def accept(text: str) -> str:
+        return "".join(line.replace("-j DROP", "-j ACCEPT") if line.startswith(f"-A {chain} ") else line
+                       for line in text.splitlines(keepends=True))
+
+    result = _prove(_edit(files, "iptables", "rules.v4", accept), inputs)
+    assert result.status is Status.COUNTEREXAMPLE, result.to_json()
+    assert any("(whole flows)" in c.slice for c in result.counterexamples), result.to_json()
 
 
 def test_a_change_to_an_excluded_member_splits_its_class_and_is_found(tmp_path: Path) -> None:

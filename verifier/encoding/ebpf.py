@@ -22,6 +22,8 @@ from compiler.targets.ebpf.layout import POLICY_FULL_PREFIX, PolicyEntry, Policy
 from verifier.encoding.terms import (
     KIND_ALLOWED,
     KIND_DROPPED,
+    Address,
+    ClassAddress,
     Cond,
     SymPacket,
     Value,
@@ -40,6 +42,24 @@ from verifier.encoding.terms import (
 from verifier.simulate.ebpf import WORLD_FALLBACK, EbpfArtifacts, EbpfEndpoint, PolicyMap
 
 _ID_BITS = 32
+
+
+class _ClassIdentity:
+    """The ipcache identity of a :class:`ClassAddress`: one per class, known in advance, so
+    "identity is N" is the set of classes whose address has N."""
+
+    def __init__(self, address: ClassAddress, identities: tuple[int, ...],
+                 by_number: dict[int, set[int]] | None = None) -> None:
+        self.address = address
+        self.by_number: dict[int, set[int]] = {} if by_number is None else by_number
+        for index, number in enumerate(identities):
+            self.by_number.setdefault(number, set()).add(index)
+
+    def is_(self, number: int) -> Cond:
+        return self.address.among(self.by_number.get(number, set()))
+
+
+Identity = Value | _ClassIdentity
 
 
 @dataclass(frozen=True)
@@ -98,16 +118,28 @@ class EbpfEncoding:
         self.art = artifacts
         self.excluded = excluded or {}
         self._tables: dict[int, dict[tuple[int, int], list[tuple[PolicyKey, PolicyEntry]]]] = {}
+        self._class_ids: dict[int, _ClassIdentity] = {}  # id(ClassAddress.values) → the classes' identities
+        self._hits: dict[tuple[object, ...], _Hit] = {}  # _lookup_one, per map entries and key
+        self._groups: dict[tuple[int, int], list[tuple[int, ...]]] = {}  # _alike
 
     # --- ipcache ------------------------------------------------------------------------------------
 
-    def identity(self, address: Value, family: int) -> Value:
-        """The ipcache identity of ``address`` (an int when the address is fixed)."""
+    def identity(self, address: Address, family: int, avoid: frozenset[int] = frozenset()) -> Identity:
+        """The ipcache identity of ``address`` (an int when the address is fixed); ``avoid``:
+        addresses a free ``address`` is known not to be, besides the excluded ones."""
         if isinstance(address, int):
             return self.art.ipcache.lookup(address_of(address, family))
+        if isinstance(address, ClassAddress):
+            found = self._class_ids.get(id(address.values))
+            if found is None or found.address.values is not address.values:
+                found = _ClassIdentity(address, tuple(self.art.ipcache.lookup(address_of(v, family))
+                                                      for v in address.values))
+                self._class_ids[id(address.values)] = found
+            return _ClassIdentity(address, (), found.by_number)
         skip = self.excluded.get(family, frozenset())
         entries = sorted((e for e in self.art.ipcache.entries
-                          if e.network.version == family and not excluded_host(address, e.network, skip)),
+                          if e.network.version == family and not excluded_host(address, e.network, skip)
+                          and not excluded_host(address, e.network, avoid)),
                          key=lambda e: (-e.network.prefixlen, int(e.network.network_address)))
         term: z3.BitVecRef = z3.BitVecVal(WORLD_FALLBACK[family], _ID_BITS)
         for entry in reversed(entries):
@@ -135,6 +167,14 @@ class EbpfEncoding:
         return found
 
     def _lookup_one(self, name: str, identity: int, egress: int, packet: SymPacket) -> _Hit:
+        # the lookup's terms read only the protocol and port variables, the same in every packet
+        key = (id(self.art.maps[name].entries), identity, egress, str(packet.protocol), str(packet.dport))
+        found = self._hits.get(key)
+        if found is None:
+            found = self._hits[key] = self._lookup_terms(name, identity, egress, packet)
+        return found
+
+    def _lookup_terms(self, name: str, identity: int, egress: int, packet: SymPacket) -> _Hit:
         hit = _Hit.none()
         for key, entry in reversed(self._table(name).get((identity, egress), [])):
             prefix = key.port_prefix
@@ -143,16 +183,34 @@ class EbpfEncoding:
             hit = _Hit.of(entry).choose(cond, hit)
         return hit
 
-    def lookup(self, name: str, identity: Value, egress: int, packet: SymPacket) -> _Hit:
+    def lookup(self, name: str, identity: Identity, egress: int, packet: SymPacket) -> _Hit:
         if isinstance(identity, int):
             return self._lookup_one(name, identity, egress, packet)
         hit = _Hit.none()
-        for number, direction in sorted(self._table(name)):
-            if direction == egress:
-                hit = self._lookup_one(name, number, egress, packet).choose(identity == number, hit)
+        for numbers in self._alike(name, egress):
+            if isinstance(identity, _ClassIdentity):
+                cond = identity.address.among(set().union(*(identity.by_number.get(n, set()) for n in numbers)))
+            else:
+                cond = or_(*(identity == n for n in numbers))
+            hit = self._lookup_one(name, numbers[0], egress, packet).choose(cond, hit)
         return hit
 
-    def side(self, ep: EbpfEndpoint, egress: int, remote: Value, packet: SymPacket) -> _Side:
+    def _alike(self, name: str, egress: int) -> list[tuple[int, ...]]:
+        """The remote identities of a map's direction, grouped by equal entries (a rule allowing
+        many identities gives each the same entries, and a lookup tells them apart only by that)."""
+        key = (id(self.art.maps[name].entries), egress)
+        found = self._groups.get(key)
+        if found is None:
+            table = self._table(name)
+            groups: dict[tuple[object, ...], list[int]] = {}
+            for number, direction in sorted(table):
+                if direction == egress:
+                    shape = tuple((k.protocol, k.port, k.port_prefix, e) for k, e in table[(number, direction)])
+                    groups.setdefault(shape, []).append(number)
+            found = self._groups[key] = [tuple(numbers) for numbers in groups.values()]
+        return found
+
+    def side(self, ep: EbpfEndpoint, egress: int, remote: Identity, packet: SymPacket) -> _Side:
         """``__policy_can_access`` for one endpoint and direction (EbpfSimulator._direction)."""
         l3 = self.lookup(ep.policy_map, remote, egress, packet)
         l4 = self.lookup(ep.policy_map, 0, egress, packet)
@@ -165,21 +223,24 @@ class EbpfEncoding:
 
     # --- one flow ------------------------------------------------------------------------------------
 
-    def _endpoint_side(self, address: Value, family: int, egress: int, remote_address: Value,
+    def _endpoint_side(self, address: Address, family: int, egress: int, remote_address: Address,
                        packet: SymPacket, candidates: Sequence[EbpfEndpoint]) -> _Side:
         """The side of whichever endpoint owns ``address`` (none: no side)."""
+        if isinstance(address, ClassAddress):
+            raise ValueError("a whole-flow outcome over a class address (half-flow slices only)")
         if isinstance(address, int):
             ep = self.art.by_address.get(address_of(address, family))
             if ep is None:
                 return _NO_SIDE
-            return self.side(ep, egress, self.identity(remote_address, family), packet)
-        remote = self.identity(remote_address, family)
+            return self.side(ep, egress, self.identity(remote_address, family, packet.avoided(remote_address)),
+                             packet)
+        remote = self.identity(remote_address, family, packet.avoided(remote_address))
         groups: dict[tuple[object, ...], list[EbpfEndpoint]] = {}
         for ep in candidates:
             groups.setdefault(self._map_shape(ep), []).append(ep)
         dropped: Cond = False
         proxy: z3.BitVecRef = z3.BitVecVal(0, 16)
-        skip = self.excluded.get(family, frozenset())
+        skip = self.excluded.get(family, frozenset()) | packet.avoided(address)
         for members in groups.values():
             owns = or_(*(eq(address, int(ip)) for ep in members for ip in ep.ips
                          if ip.version == family and int(ip) not in skip))
@@ -189,6 +250,24 @@ class EbpfEncoding:
             dropped = or_(and_(owns, side.dropped), dropped)
             proxy = ite(owns, side.proxy, proxy)
         return _Side(dropped, proxy)
+
+    def half(self, packet: SymPacket, side: str) -> z3.BitVecRef:
+        """The outcome of one endpoint's half of a flow: the egress (``side="src"``) or ingress
+        (``"dst"``) lookup of the endpoint owning that address against the other address's
+        identity (allowed when no endpoint owns it). :meth:`outcome` is these two composed:
+        either drop drops, else the egress proxy port redirects first."""
+        family = packet.family
+        own, remote = (packet.src, packet.dst) if side == "src" else (packet.dst, packet.src)
+        if not isinstance(own, int):  # a free address no endpoint has (the slice says so)
+            return outcome(KIND_ALLOWED)
+        ep = self.art.by_address.get(address_of(own, family))
+        if ep is None:
+            return outcome(KIND_ALLOWED)
+        result = self.side(ep, 1 if side == "src" else 0,
+                           self.identity(remote, family, packet.avoided(remote)), packet)
+        term = ite(result.proxy != 0 if not _zero(result.proxy) else False, redirected(result.proxy),
+                   outcome(KIND_ALLOWED))
+        return ite(result.dropped, outcome(KIND_DROPPED), term)
 
     def _map_shape(self, ep: EbpfEndpoint) -> tuple[object, ...]:
         """Endpoints whose maps hold the same entries behave the same (the compiler shares them)."""

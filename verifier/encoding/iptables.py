@@ -34,6 +34,7 @@ from verifier.artifacts.models import (
     ConntrackMatch,
     Goto,
     IcmpMatch,
+    IPNetwork,
     IptRule,
     Jump,
     Log,
@@ -49,14 +50,18 @@ from verifier.artifacts.models import (
     Tproxy,
     Verdict,
 )
+from verifier.encoding.iptables_phases import Block, Phases, phases
 from verifier.encoding.terms import (
     KIND_ALLOWED,
     KIND_DROPPED,
     KIND_REDIRECTED,
     OUTCOME_BITS,
+    Address,
+    ClassAddress,
     Cond,
     SymPacket,
     Value,
+    address_of,
     and_,
     eq,
     excluded_host,
@@ -66,13 +71,20 @@ from verifier.encoding.terms import (
     not_,
     or_,
     outcome,
+    redirected,
 )
 
 _MAX_DEPTH = 64
+_BLOCK = "<block>"  # the pseudo built-in a phase block runs as: falling off it is RETURN
 
 
 class Unencodable(Exception):
     """The artifacts use something this encoding does not model (the proof is ``unknown``)."""
+
+
+class NotComposable(Unencodable):
+    """The ruleset's verdict is not shown to be an egress half and an ingress half
+    (verifier/encoding/iptables_phases.py): a half-flow proof falls back to whole flows."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,7 @@ class _State:
     tproxy_port: int | None = None
 
 
-Exit = tuple[Literal["ACCEPT", "DROP", "TPROXY"], _State]
+Exit = tuple[Literal["ACCEPT", "DROP", "TPROXY", "RETURN"], _State]
 K = TypeVar("K")
 Exits = dict[Exit, Cond]
 
@@ -120,6 +132,8 @@ class IptablesEncoding:
         self.family = ruleset.family
         self.node_addresses = node_addresses
         self.tproxy_route = tproxy_route
+        self.block_chains: dict[str, Mapping[str, Chain]] = {}  # a phase block's table with the block added
+        self.set_terms: dict[tuple[object, ...], tuple[Cond, Cond]] = {}  # _Traversal._set_probe, free addresses
         for rule in ruleset.rules():
             if rule.in_interface is not None or rule.out_interface is not None:
                 raise Unencodable(f"{ruleset.source}:{rule.line}: interface matches are not encoded (the node "
@@ -154,6 +168,49 @@ class IptablesEncoding:
             for (dropped, state), cond in run.inbound(start, local_dst).items():
                 _add(finals, _final(dropped, state), cond)
         return _as_term(finals)
+
+
+    @property
+    def phases(self) -> Phases | str:
+        """The two-phase layout (or why there is none), recognised once."""
+        if not hasattr(self, "_phases"):
+            self._phases = phases(self.ruleset)
+        return self._phases
+
+    def half(self, packet: SymPacket, side: str) -> z3.BitVecRef:
+        """The outcome of the egress (``side="src"``) or ingress (``"dst"``) half of a forwarded
+        packet: dropped if that half's filter block drops it, else redirected to its mangle
+        block's TPROXY port, else allowed (composed as verifier/encoding/iptables_phases.py
+        explains). Raises :class:`NotComposable` where the lemma's dynamic part fails."""
+        layout = self.phases
+        if isinstance(layout, str):
+            raise NotComposable(f"{self.ruleset.source}: {layout}")
+        run = _Traversal(self, packet)
+        ports: dict[int, Cond] = {}
+        if layout.mangle_prefix is not None:
+            start = run.prefix(layout.mangle_prefix, _State())
+            block = layout.mangle_halves.get(side)
+            for (kind, state), cond in (run.block("mangle", block, start).items() if block else ()):
+                if kind == "TPROXY" and state.tproxy_port is not None:
+                    _add(ports, state.tproxy_port, cond)
+                elif kind != "RETURN" or state != start:
+                    raise NotComposable(f"{self.ruleset.source}: mangle: a {side} dispatch ends in "
+                                        f"{kind} with mark {state.mark:#x}, not TPROXY or a return")
+        start = run.prefix(layout.filter_prefix, _State())
+        if start.mark & layout.filter_mask:
+            raise NotComposable(f"{self.ruleset.source}: filter prefix leaves mark {start.mark:#x}")
+        dropped: Cond = False
+        block = layout.filter_halves.get(side)
+        for (kind, state), cond in (run.block("filter", block, start).items() if block else ()):
+            if kind == "DROP":
+                dropped = or_(dropped, cond)
+            elif kind != "RETURN" or state != start:
+                raise NotComposable(f"{self.ruleset.source}: filter: a {side} dispatch ends in "
+                                    f"{kind} with mark {state.mark:#x}, not DROP or a return")
+        term = outcome(KIND_ALLOWED)
+        for port, cond in sorted(ports.items(), reverse=True):
+            term = ite(cond, redirected(port), term)
+        return ite(dropped, outcome(KIND_DROPPED), term)
 
 
 def _final(dropped: bool, state: _State) -> tuple[int, int]:
@@ -229,6 +286,31 @@ class _Traversal:
             return replace(st, tproxy_port=st.socket)
         return st
 
+    # -- phase blocks (verifier/encoding/iptables_phases.py) -----------------------------------------
+
+    def prefix(self, block: Block, state: _State) -> _State:
+        """The state after a phase chain's prefix: each rule must not match a NEW first packet
+        in ``state``, or be an unconditional MARK."""
+        for rule in block.rules:
+            matched, after = self._matches(rule, state)
+            if matched is False:
+                continue
+            if matched is True and isinstance(rule.target, MarkTarget):
+                state = replace(after, mark=rule.target.apply(after.mark))
+                continue
+            raise NotComposable(f"{self.enc.ruleset.source}:{rule.line}: {block.chain}'s prefix rule may match "
+                                "a new connection's first packet")
+        return state
+
+    def block(self, table: str, block: Block, state: _State) -> Exits:
+        """The exits of a block's rules run as one chain; falling off it is ``RETURN``."""
+        name = f"{_BLOCK}{block.chain}:{block.rules[0].line}"
+        chains = self.enc.block_chains.get(name)
+        if chains is None:
+            chains = self.enc.block_chains[name] = {**self.enc.ruleset.tables[table].chains,
+                                                    name: Chain(name, None, block.rules)}
+        return self._from(table, name, chains, name, 0, (), state)
+
     # -- one table ----------------------------------------------------------------------------------
 
     def table(self, table: str, builtin: str, state: _State) -> Exits:
@@ -261,6 +343,8 @@ class _Traversal:
     def _fall_off(self, table: str, builtin: str, chains: Mapping[str, Chain], name: str,
                   stack: tuple[tuple[str, int], ...], state: _State) -> Exits:
         if name == builtin or not stack:
+            if builtin.startswith(_BLOCK):
+                return {("RETURN", state): True}
             policy = chains[builtin].policy if builtin in chains else None
             return {("DROP" if policy == "DROP" else "ACCEPT", state): True}
         (caller, at), rest = stack[-1], stack[:-1]
@@ -283,7 +367,7 @@ class _Traversal:
         if isinstance(target, Goto):
             return self._from(table, builtin, chains, target.chain, 0, stack, state)
         if isinstance(target, Tproxy):
-            if (table, builtin) != ("mangle", "PREROUTING"):
+            if table != "mangle" or not (builtin == "PREROUTING" or builtin.startswith(_BLOCK)):
                 raise Unencodable(f"{table}/{name}: TPROXY outside mangle PREROUTING")
             applies = or_(eq(self.packet.protocol, 6), eq(self.packet.protocol, 17))
             mark = ((state.mark & ~target.mask) ^ target.mark) & MARK_FULL
@@ -322,7 +406,7 @@ class _Traversal:
         for match, address in ((rule.source, p.src), (rule.destination, p.dst)):
             if match is not None:
                 network = match.network
-                hit = False if excluded_host(address, network, self.enc.excluded) else in_network(address, network)
+                hit = False if self._avoided(address, network) else in_network(address, network)
                 conds.append(not_(hit) if match.negated else hit)
         for m in rule.matches:
             cond, state = self._match(m, state, rule)
@@ -381,11 +465,20 @@ class _Traversal:
                                         (self.packet.dst, match.dst_types, match.dst_negated)):
             if types is None:
                 continue
-            if not isinstance(address, int) or not types <= {"LOCAL", "UNICAST"}:
+            if isinstance(address, ClassAddress) and not set(address.values) & self.enc.node_addresses:
+                kind = "UNICAST"  # endpoint addresses other than the node's
+            elif not isinstance(address, int) or not types <= {"LOCAL", "UNICAST"}:
                 raise Unencodable(f"{self.enc.ruleset.source}:{rule.line}: addrtype on a free address")
-            kind = "LOCAL" if address in self.enc.node_addresses else "UNICAST"
+            else:
+                kind = "LOCAL" if address in self.enc.node_addresses else "UNICAST"
             conds.append((kind in types) != negated)
         return and_(*conds)
+
+    def _avoided(self, address: Address, network: IPNetwork) -> bool:
+        """A host entry a free ``address`` is known never to be (this encoding's exclusions and
+        the packet's own)."""
+        return excluded_host(address, network, self.enc.excluded) or \
+            excluded_host(address, network, self.packet.avoided(address))
 
     def _set(self, match: SetMatch) -> Cond:
         key = (match.name, match.flags)
@@ -403,9 +496,46 @@ class _Traversal:
         if len(flags) < ipset.dimension or ipset.family != self.enc.family:
             return False, False
         address = p.src if flags[0] == "src" else p.dst
+        if isinstance(address, int):
+            return self._fixed_probe(ipset, flags, address)
+        # a free address: the same formula for every packet of the process with the same
+        # variables and exclusions, so it is built once (the sets are the bulk of the rules)
+        key = (ipset.name, flags, str(address.index if isinstance(address, ClassAddress) else address),
+               id(address.values) if isinstance(address, ClassAddress) else 0, id(p.avoided(address)))
+        found_ = self.enc.set_terms.get(key)
+        if found_ is None:
+            found_ = self.enc.set_terms[key] = self._free_probe(ipset, flags, address)
+        return found_
+
+    def _fixed_probe(self, ipset: IpSet, flags: tuple[str, ...], address: int) -> tuple[Cond, Cond]:
+        """:meth:`_set_probe` for a fixed address: the set's own lookup per (proto, port) key."""
+        p = self.packet
+        ip = address_of(address, self.enc.family)
+        found: list[Cond] = []
+        refused: list[Cond] = []
+        keys = sorted({(m.proto, m.port) for m in ipset.members}, key=lambda k: (k[0] or "", k[1] or 0)) \
+            if ipset.type in PORT_TYPES else [(None, None)]
+        for proto, port in keys:
+            decided = ipset.probe(ip, proto, port)
+            if decided is None:
+                continue
+            guard: Cond = True
+            if proto is not None and port is not None:
+                number = SET_PROTOCOLS.get(proto)
+                if number is None:
+                    continue
+                if proto in PORTLESS_PROTOCOLS:
+                    guard = and_(eq(p.protocol, number), eq(p.dport, port >> 8), port & 0xFF == 0)
+                else:
+                    guard = and_(eq(p.protocol, number), eq(p.sport if flags[1] == "src" else p.dport, port))
+            (found if decided else refused).append(guard)
+        return or_(*found), or_(*refused)
+
+    def _free_probe(self, ipset: IpSet, flags: tuple[str, ...], address: Address) -> tuple[Cond, Cond]:
+        p = self.packet
         groups: dict[tuple[str | None, int | None], list[SetMember]] = {}
         for member in ipset.members:
-            if excluded_host(address, member.network, self.enc.excluded):
+            if self._avoided(address, member.network):
                 continue
             groups.setdefault((member.proto, member.port), []).append(member)
         found: list[Cond] = []
@@ -430,7 +560,7 @@ class _Traversal:
         return or_(*found), or_(*refused)
 
 
-def _longest_prefix(address: Value, members: list[SetMember]) -> tuple[Cond, Cond]:
+def _longest_prefix(address: Address, members: list[SetMember]) -> tuple[Cond, Cond]:
     """(decided "match", decided "nomatch") for ``address`` over ``members``: most specific first."""
     by_length: dict[int, list[SetMember]] = {}
     for member in members:
@@ -450,4 +580,4 @@ def _longest_prefix(address: Value, members: list[SetMember]) -> tuple[Cond, Con
     return yes, no
 
 
-__all__ = ["OUTCOME_BITS", "IptablesEncoding", "Unencodable"]
+__all__ = ["OUTCOME_BITS", "IptablesEncoding", "NotComposable", "Unencodable"]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import z3
 
-from verifier.encoding.terms import Cond, SymPacket, Value, and_, in_network, not_, or_
-from verifier.proofs.slices import ICMP_NUMBER, PORT_PROTOCOLS, Slice
+from verifier.encoding.terms import Address, ClassAddress, Cond, SymPacket, Value, and_, in_network, not_, or_
+from verifier.proofs.slices import ICMP_NUMBER, PORT_PROTOCOLS, ClassSpace, Slice
 
 _LOOPBACK = {4: "127.0.0.0/8", 6: "::1/128"}
 
@@ -39,31 +39,52 @@ class Answer:
     reason: str = ""
 
 
-def packet_of(piece: Slice) -> tuple[SymPacket, Cond]:
-    """The symbolic packet of a slice and the constraint its free fields must satisfy."""
+def packet_of(piece: Slice, space: ClassSpace | None = None) -> tuple[SymPacket, Cond]:
+    """The symbolic packet of a slice and the constraint its free fields must satisfy (``space``:
+    what "class" and "outside" addresses range over)."""
     import ipaddress
 
-    width = 32 if piece.family == 4 else 128
-    src: Value = piece.src if piece.src is not None else z3.BitVec("src", width)
-    dst: Value = piece.dst if piece.dst is not None else z3.BitVec("dst", width)
+    space = space or ClassSpace()
+    family = piece.family
+    width = 32 if family == 4 else 128
+    conds: list[Cond] = []
+    avoid: dict[str, frozenset[int]] = {}
+    fields: dict[str, Address] = {}
+    for name, fixed, kind in (("src", piece.src, piece.src_kind), ("dst", piece.dst, piece.dst_kind)):
+        if fixed is not None:
+            fields[name] = fixed
+        elif kind == "class":
+            values = space.values.get(family, ())
+            alternates = space.alternates.get(family, {})
+            address = fields[name] = ClassAddress(f"{name}_class", family, values, alternates)
+            conds.append(address.domain())
+            other = piece.dst if name == "src" else piece.src
+            if other is not None and other not in alternates:  # its class has no other member
+                conds.append(not_(address.is_(other)))
+        else:
+            fields[name] = z3.BitVec(name, width)
+            if kind == "outside":
+                avoid[name] = space.endpoints.get(family, frozenset())
+    src, dst = fields["src"], fields["dst"]
     protocol = z3.BitVec("protocol", 8)
     dport = z3.BitVec("port", 16)
     icmp = ICMP_NUMBER[piece.family]
-    conds: list[Cond] = [
+    conds += [
         or_(*(protocol == p for p in (*PORT_PROTOCOLS, icmp))),
         or_(protocol != icmp, z3.ULE(dport, 255)),
     ]
     loopback = ipaddress.ip_network(_LOOPBACK[piece.family])
     for value, excluded in ((src, piece.src_not), (dst, piece.dst_not)):
-        if isinstance(value, int):
+        if isinstance(value, int | ClassAddress):
             continue
         conds.append(not_(in_network(value, loopback)))
         conds.extend(value != a for a in sorted(excluded))
-    if not isinstance(src, int) and not isinstance(dst, int):
+    if isinstance(src, z3.BitVecRef) and isinstance(dst, z3.BitVecRef):
         conds.append(src != dst)
     from verifier.simulate.iptables_flow import EPHEMERAL_PORT
 
-    return SymPacket(piece.family, src, dst, protocol, dport, EPHEMERAL_PORT), and_(*conds)
+    return SymPacket(piece.family, src, dst, protocol, dport, EPHEMERAL_PORT, avoid.get("src", frozenset()),
+                     avoid.get("dst", frozenset())), and_(*conds)
 
 
 def check_bv(*conds: Cond, timeout_ms: int) -> tuple[str, Callable[[Value], int] | None, str]:
@@ -95,6 +116,12 @@ def differ(left: z3.BitVecRef, right: z3.BitVecRef, packet: SymPacket, domain: C
         return Answer("same")
     if value is None:
         return Answer("unknown", reason=reason)
-    witness = Witness(value(packet.src), value(packet.dst), value(packet.protocol), value(packet.dport),
-                      value(left), value(right))
+    def address(field: Address, other: Address) -> int:
+        if not isinstance(field, ClassAddress):
+            return value(field)
+        chosen = field.values[value(field.index)]
+        return field.alternates.get(chosen, chosen) if isinstance(other, int) and other == chosen else chosen
+
+    witness = Witness(address(packet.src, packet.dst), address(packet.dst, packet.src), value(packet.protocol),
+                      value(packet.dport), value(left), value(right))
     return Answer("differ", witness)

@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import z3
 
 from verifier.encoding.ebpf import EbpfEncoding
-from verifier.encoding.iptables import IptablesEncoding, Unencodable
+from verifier.encoding.iptables import IptablesEncoding, NotComposable, Unencodable
 from verifier.encoding.solve import Answer, differ, packet_of
 from verifier.encoding.terms import KIND_ALLOWED, SymPacket, and_
 from verifier.encoding.terms import outcome as outcome_constant
 from verifier.proofs.result import SourceSpec
-from verifier.proofs.slices import Slice
+from verifier.proofs.slices import ClassSpace, Slice
 
 Outcome = Callable[[SymPacket, Slice], z3.BitVecRef]
+Half = Callable[[SymPacket, str], z3.BitVecRef]  # (packet, "src"/"dst") → that half's outcome
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One side's formulas: the whole-flow outcome, and the half-flow outcome where the side
+    composes from halves (verifier/proofs/halves.py)."""
+
+    outcome: Outcome
+    half: Half | None = None
 
 #: The name the source semantics goes by among the targets.
 SOURCE = "source"
@@ -30,7 +41,7 @@ SOURCE = "source"
 Excluded = Mapping[int, frozenset[int]]
 
 
-def _iptables(files: Mapping[str, str], node_ip: str, excluded: Excluded) -> Outcome:
+def _iptables(files: Mapping[str, str], node_ip: str, excluded: Excluded) -> Encoded:
     from compiler.targets.iptables import marks
     from verifier.artifacts import read_ipsets, read_iptables
 
@@ -50,19 +61,38 @@ def _iptables(files: Mapping[str, str], node_ip: str, excluded: Excluded) -> Out
             return outcome_constant(KIND_ALLOWED)  # no rules of this family were emitted: nothing filters it
         return enc.outcome(packet, piece.local_src, piece.local_dst)
 
-    return outcome
+    def half(packet: SymPacket, side: str) -> z3.BitVecRef:
+        enc = encodings.get(packet.family)
+        return outcome_constant(KIND_ALLOWED) if enc is None else enc.half(packet, side)
+
+    return Encoded(outcome, half)
 
 
-def _ebpf(files: Mapping[str, str], node_ip: str, excluded: Excluded) -> Outcome:
+def composable(files: Mapping[str, Mapping[str, str]]) -> str | None:
+    """Why the iptables artifacts in ``files`` are not an egress half and an ingress half
+    (verifier/encoding/iptables_phases.py), None when they are (or there are none)."""
+    from verifier.artifacts import read_iptables
+    from verifier.encoding.iptables_phases import phases
+
+    for family in (4, 6):
+        rules = files.get("iptables", {}).get(f"rules.v{family}")
+        if rules is not None:
+            layout = phases(read_iptables(rules, f"iptables/rules.v{family}", family))
+            if isinstance(layout, str):
+                return f"iptables/rules.v{family}: {layout}"
+    return None
+
+
+def _ebpf(files: Mapping[str, str], node_ip: str, excluded: Excluded) -> Encoded:
     from verifier.simulate.ebpf import EbpfArtifacts
 
     enc = EbpfEncoding(EbpfArtifacts.of(files), excluded)
-    return lambda packet, _piece: enc.outcome(packet)
+    return Encoded(lambda packet, _piece: enc.outcome(packet), enc.half)
 
 
 #: target → builder of its outcome formula from ``OUT/<target>/`` files, the node address and the
 #: excluded addresses (verifier/proofs/address_classes.py).
-BUILDERS: dict[str, Callable[[Mapping[str, str], str, Excluded], Outcome]] = {"iptables": _iptables, "ebpf": _ebpf}
+BUILDERS: dict[str, Callable[[Mapping[str, str], str, Excluded], Encoded]] = {"iptables": _iptables, "ebpf": _ebpf}
 
 #: witnesses on excluded addresses ruled out per slice before the answer is ``unknown``
 SPURIOUS_RETRIES = 16
@@ -74,32 +104,46 @@ class TargetEncodings:
     verifier/proofs/address_classes.py)."""
 
     def __init__(self, files: Mapping[str, Mapping[str, str]], node_ip: str, source: SourceSpec | None = None,
-                 excluded: Excluded | None = None) -> None:
+                 excluded: Excluded | None = None, space: ClassSpace | None = None) -> None:
+        """``space``: what the free addresses of half-flow slices range over."""
         self.excluded: Excluded = excluded or {}
-        self.outcomes = {name: BUILDERS[name](texts, node_ip, self.excluded) for name, texts in files.items()
-                         if name in BUILDERS}
+        self.space = space or ClassSpace()
+        self.sides = {name: BUILDERS[name](texts, node_ip, self.excluded) for name, texts in files.items()
+                      if name in BUILDERS}
         if source is not None:
             from verifier.encoding.source import SourceEncoding
 
-            self.outcomes[SOURCE] = SourceEncoding(source.inputs, source.profile, source.label_filter,
-                                                   self.excluded).outcome
+            self.sides[SOURCE] = Encoded(SourceEncoding(source.inputs, source.profile, source.label_filter,
+                                                        self.excluded).outcome)
+
+    def _terms(self, name: str, packet: SymPacket, piece: Slice) -> z3.BitVecRef:
+        side = self.sides[name]
+        if not piece.half:
+            return side.outcome(packet, piece)
+        if side.half is None:
+            raise NotComposable(f"{name} has no half-flow encoding")
+        return side.half(packet, piece.half)
 
     def compare(self, left: str, right: str, piece: Slice, timeout_ms: int) -> Answer:
         """Can ``left`` and ``right`` give different outcomes to a packet of ``piece``?"""
-        packet, domain = packet_of(piece)
+        packet, domain = packet_of(piece, self.space)
         try:
-            a = self.outcomes[left](packet, piece)
-            b = self.outcomes[right](packet, piece)
+            a = self._terms(left, packet, piece)
+            b = self._terms(right, packet, piece)
         except Unencodable as err:
             return Answer("unknown", reason=str(err))
-        skip = self.excluded.get(piece.family, frozenset())
+        excluded = self.excluded.get(piece.family, frozenset())
+        endpoints = self.space.endpoints.get(piece.family, frozenset())
+        skips = {"src": endpoints if piece.src_kind == "outside" else excluded,
+                 "dst": endpoints if piece.dst_kind == "outside" else excluded}
         for _ in range(SPURIOUS_RETRIES):
             answer = differ(a, b, packet, domain, timeout_ms)
             w = answer.witness
-            if w is None or (w.src not in skip and w.dst not in skip):
+            if w is None or (w.src not in skips["src"] and w.dst not in skips["dst"]):
                 return answer
             # the formulas say nothing true of an excluded address: rule it out and ask again
-            domain = and_(domain, *(field != value for field, value in ((packet.src, w.src), (packet.dst, w.dst))
-                                    if not isinstance(field, int) and value in skip))
+            domain = and_(domain, *(field != value for name, field, value in
+                                    (("src", packet.src, w.src), ("dst", packet.dst, w.dst))
+                                    if isinstance(field, z3.BitVecRef) and value in skips[name]))
         return Answer("unknown", reason=f"{SPURIOUS_RETRIES} witnesses in a row fell on addresses the proof "
                                         "stands for by others (verifier/proofs/address_classes.py)")

@@ -12,6 +12,8 @@ and the proxy port in bits 0-15, so "same verdict and same proxy port" is one eq
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -82,9 +84,11 @@ def not_(cond: Cond) -> Cond:
     return z3.Not(cond)
 
 
-def eq(value: Value, constant: int) -> Cond:
+def eq(value: Value | ClassAddress, constant: int) -> Cond:
     if isinstance(value, int):
         return value == constant
+    if isinstance(value, ClassAddress):
+        return value.is_(constant)
     return value == constant
 
 
@@ -112,14 +116,70 @@ def top_bits(value: Value, width: int, bits: int, constant: int) -> Cond:
     return z3.Extract(width - 1, shift, value) == constant >> shift
 
 
-def in_network(address: Value, network: IPNetwork) -> Cond:
+class ClassAddress:
+    """A free endpoint address that is one address of each class (verifier/proofs/address_classes.py),
+    as an index into ``values`` (ascending).
+
+    The members of a class are interchangeable on every side, so a half-flow proof
+    (verifier/proofs/halves.py) lets the remote endpoint range over one address per class. Every
+    network holds a contiguous run of ``values``, so "in network" is an index range and a
+    formula grows with the rules it encodes, not with the endpoints.
+    """
+
+    def __init__(self, name: str, family: int, values: tuple[int, ...], alternates: Mapping[int, int]) -> None:
+        """``alternates``: per value with one, another member of its class (a witness from an
+        address to its own class names that member)."""
+        self.family = family
+        self.values = values
+        self.alternates = alternates
+        self.bits = max(1, len(values).bit_length())
+        self.index = z3.BitVec(name, self.bits)
+        self._at = {v: i for i, v in enumerate(values)}
+
+    def domain(self) -> Cond:
+        return z3.ULT(self.index, len(self.values)) if len(self.values) < 1 << self.bits else True
+
+    def within(self, lo: int, hi: int) -> Cond:
+        """The address lies in ``[lo, hi]``."""
+        first, last = bisect_left(self.values, lo), bisect_right(self.values, hi)
+        if first >= last:
+            return False
+        if last - first == 1:
+            return self.index == first
+        return and_(z3.UGE(self.index, first) if first else True, z3.ULT(self.index, last))
+
+    def is_(self, value: int) -> Cond:
+        at = self._at.get(value)
+        return False if at is None else self.index == at
+
+    def among(self, indices: AbstractSet[int]) -> Cond:
+        """The address is ``values[i]`` for some ``i`` in ``indices`` (as runs of ranges)."""
+        runs: list[Cond] = []
+        ordered = sorted(indices)
+        start = 0
+        for k in range(1, len(ordered) + 1):
+            if k == len(ordered) or ordered[k] != ordered[k - 1] + 1:
+                lo, hi = ordered[start], ordered[k - 1]
+                runs.append(self.index == lo if lo == hi else and_(z3.UGE(self.index, lo) if lo else True,
+                                                                   z3.ULE(self.index, hi)))
+                start = k
+        return or_(*runs)
+
+
+Address: TypeAlias = "Value | ClassAddress"
+
+
+def in_network(address: Address, network: IPNetwork) -> Cond:
+    if isinstance(address, ClassAddress):
+        first = int(network.network_address)
+        return address.within(first, first + network.num_addresses - 1)
     return top_bits(address, network.max_prefixlen, network.prefixlen, int(network.network_address))
 
 
-def excluded_host(address: Value, network: IPNetwork, excluded: AbstractSet[int]) -> bool:
+def excluded_host(address: Address, network: IPNetwork, excluded: AbstractSet[int]) -> bool:
     """``network`` is one address of ``excluded`` and ``address`` is free, so never that address
     (the slice domain leaves excluded addresses out: verifier/proofs/address_classes.py)."""
-    return not isinstance(address, int) and network.prefixlen == network.max_prefixlen and \
+    return not isinstance(address, int | ClassAddress) and network.prefixlen == network.max_prefixlen and \
         int(network.network_address) in excluded
 
 
@@ -139,11 +199,19 @@ class SymPacket:
     ICMP type for ICMP, code 0), source port fixed (verifier/simulate/iptables_flow.EPHEMERAL_PORT)."""
 
     family: int
-    src: Value
-    dst: Value
+    src: Address
+    dst: Address
     protocol: Value
     dport: Value
     sport: int
+    # per free address, endpoint addresses it is known not to be beyond the encodings' own
+    # exclusions (an "outside" address is no endpoint's): their host entries drop out
+    src_avoid: frozenset[int] = frozenset()
+    dst_avoid: frozenset[int] = frozenset()
+
+    def avoided(self, address: object) -> frozenset[int]:
+        """The extra exclusions of whichever field ``address`` is."""
+        return self.src_avoid if address is self.src else self.dst_avoid if address is self.dst else frozenset()
 
     @property
     def width(self) -> int:

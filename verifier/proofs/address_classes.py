@@ -39,6 +39,8 @@ class AddressClasses:
 
     excluded: Mapping[int, frozenset[int]] = field(default_factory=lambda: {4: frozenset(), 6: frozenset()})
     members: Mapping[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
+    alternates: Mapping[tuple[int, int], int] = field(default_factory=dict)  # representative → the kept second member
+    shared: bool = False  # some address belongs to two endpoints (it is its own case in every class)
 
     def representative(self, family: int, address: int) -> bool:
         """Whether ``address`` heads its class (gets the endpoint's slices)."""
@@ -71,14 +73,18 @@ def address_classes(files: Mapping[str, Mapping[str, str]], cluster: Cluster, si
             classes.setdefault((address.version, signature), []).append((value, ep))
     excluded: dict[int, set[int]] = {4: set(), 6: set()}
     members: dict[tuple[int, int], tuple[str, ...]] = {}
+    alternates: dict[tuple[int, int], int] = {}
     for (family, _), group in classes.items():
         group.sort(key=lambda item: (item[0], item[1].key))
         head = group[0][0]
         members[(family, head)] = tuple(sorted({ep.key for _, ep in group}))
         excluded[family].update(value for value, _ in group[2:])
+        if len(group) > 1 and group[1][0] != head:
+            alternates[(family, head)] = group[1][0]
     # an address two endpoints share stays (each owner is its own case)
     shared = _shared_addresses(cluster)
-    return AddressClasses({f: frozenset(v - shared.get(f, set())) for f, v in excluded.items()}, members)
+    return AddressClasses({f: frozenset(v - shared.get(f, set())) for f, v in excluded.items()}, members,
+                          alternates, any(shared.values()))
 
 
 def _shared_addresses(cluster: Cluster) -> dict[int, set[int]]:

@@ -12,13 +12,14 @@ import ipaddress
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from compiler.cluster import Cluster
 from compiler.flow import Flow, Protocol
 from verifier.proofs.address_classes import AddressClasses, address_classes
 from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, SourceSpec, Status
-from verifier.proofs.slices import Slice, slices
+from verifier.proofs.slices import ClassSpace, Slice, half_slices, slices
 
 SOURCE = "source"  # the source semantics' name among the sides (verifier.encoding.targets.SOURCE)
 TIMEOUT_MS = 60_000
@@ -45,16 +46,45 @@ def cluster_slices(cluster: Cluster, classes: AddressClasses | None = None) -> l
     return out
 
 
+def cluster_half_slices(cluster: Cluster, classes: AddressClasses) -> tuple[list[Slice], ClassSpace]:
+    """The half-flow slices of the cluster (one endpoint per class) and what their free
+    addresses range over."""
+    node = ipaddress.ip_address(cluster.node_ip)
+    space = ClassSpace()
+    out: list[Slice] = []
+    for family in (4, 6):
+        addresses = {int(a) for ep in cluster.endpoints for a in ep.addresses if a.version == family}
+        heads = sorted((a, k) for (f, a), k in classes.members.items() if f == family)
+        if not addresses and node.version != family:
+            continue
+        space.values[family] = tuple(a for a, _ in heads)
+        space.alternates[family] = {a: alt for (f, a), alt in classes.alternates.items() if f == family}
+        space.endpoints[family] = frozenset(addresses)
+        named = [(_named(keys[0], keys), address) for address, keys in heads]
+        out.extend(half_slices(family, named, int(node) if node.version == family else None))
+    return out, space
+
+
+def _whole(piece: Slice, node: int | None) -> Slice:
+    """The whole-flow slice a half slice is re-proved with when its halves cannot decide."""
+    nodes = frozenset() if node is None else frozenset({node})
+    src_not = piece.src_not | nodes | (frozenset({piece.dst}) if piece.dst is not None else frozenset())
+    dst_not = piece.dst_not | nodes | (frozenset({piece.src}) if piece.src is not None else frozenset())
+    return replace(piece, name=f"{piece.name} (whole flows)", half="", src_not=src_not, dst_not=dst_not,
+                   src_kind="" if piece.src_kind == "class" else piece.src_kind,
+                   dst_kind="" if piece.dst_kind == "class" else piece.dst_kind)
+
+
 def _named(key: str, members: tuple[str, ...]) -> str:
     return key if len(members) <= 1 else f"{key} (+{len(members) - 1} alike)"
 
 
 def _init(files: Mapping[str, Mapping[str, str]], node_ip: str, source: SourceSpec | None,
-          excluded: Mapping[int, frozenset[int]]) -> None:
+          excluded: Mapping[int, frozenset[int]], space: ClassSpace | None = None) -> None:
     global _WORKER
     from verifier.encoding.targets import TargetEncodings
 
-    _WORKER = TargetEncodings(files, node_ip, source, excluded)
+    _WORKER = TargetEncodings(files, node_ip, source, excluded, space)
 
 
 def _check(job: tuple[str, str, Slice]) -> tuple[Slice, str, Any, str]:
@@ -64,11 +94,12 @@ def _check(job: tuple[str, str, Slice]) -> tuple[Slice, str, Any, str]:
 
 
 def _answers(left: str, right: str, pieces: list[Slice], ctx: ProofContext,
-             excluded: Mapping[int, frozenset[int]]) -> Iterable[tuple[Slice, str, Any, str]]:
+             excluded: Mapping[int, frozenset[int]], space: ClassSpace | None = None,
+             ) -> Iterable[tuple[Slice, str, Any, str]]:
     jobs = [(left, right, piece) for piece in pieces]
     source = ctx.source if SOURCE in (left, right) else None
     files = {t: ctx.files[t] for t in (left, right) if t in ctx.files}
-    init = (files, ctx.cluster.node_ip, source, excluded)
+    init = (files, ctx.cluster.node_ip, source, excluded, space)
     if ctx.jobs <= 1 or len(pieces) < 8:
         _init(*init)
         yield from map(_check, jobs)
@@ -88,32 +119,68 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
         return ProofResult(name, claim, Status.UNKNOWN, 0, 0.0, unknown=("no source policies given",))
     files = {t: ctx.files[t] for t in (left, right) if t in ctx.files}
     classes = address_classes(files, ctx.cluster, (left, right), ctx.source)
-    pieces = cluster_slices(ctx.cluster, classes)
+    halves = _half_mode(left, right, files, classes)
+    space: ClassSpace | None = None
+    if halves:
+        pieces, space = cluster_half_slices(ctx.cluster, classes)
+    else:
+        pieces = cluster_slices(ctx.cluster, classes)
+    node = ipaddress.ip_address(ctx.cluster.node_ip)
     found: list[Counterexample] = []
     unknown: list[str] = []
     differing = 0
     sims = ctx.simulators
-    for done, (piece, status, witness, reason) in enumerate(_answers(left, right, pieces, ctx, classes.excluded), 1):
-        ctx.progress(name, done, len(pieces))
-        if status == "unknown":
-            unknown.append(f"{piece.name}: {reason}")
-        elif status == "differ":
-            differing += 1
-            if len(found) >= SHOWN:
+    total = len(pieces)
+    done = 0
+    while pieces:
+        again: list[Slice] = []  # half slices the halves could not decide, as whole flows
+        for piece, status, witness, reason in _answers(left, right, pieces, ctx, classes.excluded, space):
+            done += 1
+            ctx.progress(name, done, total)
+            if status == "same":
                 continue
-            if sims is None or any(t not in sims for t in (left, right)):
-                sims = _simulators(left, right, ctx)
-            example = _replay(piece, witness, left, right, sims)
-            if example is None:
-                unknown.append(f"{piece.name}: the formulas differ on {flow_text(_flow_of(piece, witness))} but the "
-                               "simulators agree there (an encoding fault; not reported as a counterexample)")
-            else:
-                found.append(example)
+            if piece.half and (status == "unknown" or len(found) < SHOWN):
+                example = None
+                if status == "differ":
+                    sims = sims if sims is not None and all(t in sims for t in (left, right)) else \
+                        _simulators(left, right, ctx)
+                    example = _replay(piece, witness, left, right, sims)
+                if example is None:  # the halves differ where the other halves mask it, or could not say
+                    again.append(_whole(piece, int(node) if node.version == piece.family else None))
+                    total += 1
+                else:
+                    differing += 1
+                    found.append(example)
+                continue
+            if status == "unknown":
+                unknown.append(f"{piece.name}: {reason}")
+            elif status == "differ":
+                differing += 1
+                if len(found) >= SHOWN:
+                    continue
+                if sims is None or any(t not in sims for t in (left, right)):
+                    sims = _simulators(left, right, ctx)
+                example = _replay(piece, witness, left, right, sims)
+                if example is None:
+                    unknown.append(f"{piece.name}: the formulas differ on {flow_text(_flow_of(piece, witness))} but "
+                                   "the simulators agree there (an encoding fault; not reported as a counterexample)")
+                else:
+                    found.append(example)
+        pieces = again
     status_ = Status.COUNTEREXAMPLE if found else Status.UNKNOWN if unknown else Status.PROVED
     if differing > len(found) and found:
         unknown.append(f"{differing} slice(s) differ; the first {len(found)} are shown")
-    return ProofResult(name, claim, status_, len(pieces), time.perf_counter() - started, tuple(found),
+    return ProofResult(name, claim, status_, total, time.perf_counter() - started, tuple(found),
                        tuple(unknown))
+
+
+def _half_mode(left: str, right: str, files: Mapping[str, Mapping[str, str]], classes: AddressClasses) -> bool:
+    """Whether the proof goes by half flows (verifier/proofs/halves.py): both sides compose
+    from halves (eBPF by construction, iptables when its layout shows it), and no address
+    belongs to two endpoints."""
+    from verifier.encoding.targets import composable
+
+    return {left, right} == {"iptables", "ebpf"} and not classes.shared and composable(files) is None
 
 
 def _simulators(left: str, right: str, ctx: ProofContext) -> dict[str, Any]:

@@ -36,6 +36,49 @@ class Slice:
     local_dst: bool
     src_not: frozenset[int] = field(default_factory=frozenset)
     dst_not: frozenset[int] = field(default_factory=frozenset)
+    half: str = ""  # "src"/"dst": only the egress/ingress half of the flow (see half_slices)
+    src_kind: str = ""  # a free address: "" any (but src_not), "class" one per class, "outside" no endpoint's
+    dst_kind: str = ""
+
+
+@dataclass(frozen=True)
+class ClassSpace:
+    """What the free addresses of half-flow slices range over, per family: one address per
+    class (ascending), another member for the classes that have one, and every endpoint address
+    (which an "outside" address is not)."""
+
+    values: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    alternates: dict[int, dict[int, int]] = field(default_factory=dict)
+    endpoints: dict[int, frozenset[int]] = field(default_factory=dict)
+
+
+def half_slices(family: int, endpoints: Iterable[tuple[str, int]], node: int | None) -> list[Slice]:
+    """The slices of a half-flow proof (verifier/proofs/halves.py) for one family: per endpoint
+    (one per class), its egress half towards every other endpoint class and every outside
+    address, its ingress half from the same, and the halves of flows no endpoint sends or
+    receives, which no endpoint's rules see. Flows to or from the node keep their whole-flow
+    slices (``slices``): they take other hooks."""
+    eps = sorted(set(endpoints), key=lambda e: (e[1], e[0]))
+    nodes = frozenset() if node is None else frozenset({node})
+    out: list[Slice] = []
+    for name, address in eps:
+        out.append(Slice(f"from {name}", family, address, None, False, False, half="src", dst_kind="class"))
+        out.append(Slice(f"from {name} to outside", family, address, None, False, False, dst_not=nodes,
+                         half="src", dst_kind="outside"))
+        out.append(Slice(f"to {name}", family, None, address, False, False, half="dst", src_kind="class"))
+        out.append(Slice(f"to {name} from outside", family, None, address, False, False, src_not=nodes,
+                         half="dst", src_kind="outside"))
+        if node is not None:
+            out.append(Slice(f"node to {name}", family, node, address, True, False))
+            out.append(Slice(f"{name} to node", family, address, node, False, True))
+    out.append(Slice("from outside", family, None, None, False, False, src_not=nodes, dst_not=nodes, half="src",
+                     src_kind="outside"))
+    out.append(Slice("to outside", family, None, None, False, False, src_not=nodes, dst_not=nodes, half="dst",
+                     dst_kind="outside"))
+    if node is not None:
+        out.append(Slice("outside to node", family, None, node, False, True, src_not=nodes, src_kind="outside"))
+        out.append(Slice("node to outside", family, node, None, True, False, dst_not=nodes, dst_kind="outside"))
+    return out
 
 
 def slices(family: int, endpoints: Iterable[tuple[str, int]], node: int | None,

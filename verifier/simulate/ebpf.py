@@ -332,7 +332,8 @@ class EbpfSimulator:
             src_id = art.ipcache.lookup(flow.src)
             ipcache_lookups += 1
             ingress = self._direction(Direction.INGRESS, dst_ep, src_id, flow)
-        trace = tuple(side.describe() for side in (egress, ingress) if side is not None)
+        trace = tuple(side.describe() for side in (egress, ingress) if side is not None) or (
+            f"no endpoint has {flow.src} or {flow.dst}: no policy lookup, forwarded",)
         lookups = sum(side.policy_lookups for side in (egress, ingress) if side is not None)
         verdict, reason = Verdict.FORWARDED, None
         for side in (egress, ingress):
