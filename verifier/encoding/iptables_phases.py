@@ -1,7 +1,7 @@
 """The composition lemma for an iptables ruleset: when its verdict is the conjunction of an
 egress half and an ingress half, recognised from the artifact's structure.
 
-A half-flow proof (verifier/proofs/halves.py) compares the two datapaths one endpoint and one
+A half-flow proof (verifier/proofs/slices.py, half_slices) compares the two datapaths one endpoint and one
 direction at a time. eBPF is built that way (the source's egress map, then the destination's
 ingress map). An iptables ruleset is when its structure says so, which :func:`phases` checks:
 

@@ -29,7 +29,7 @@ Half = Callable[[SymPacket, str], z3.BitVecRef]  # (packet, "src"/"dst") → tha
 @dataclass(frozen=True)
 class Encoded:
     """One side's formulas: the whole-flow outcome, and the half-flow outcome where the side
-    composes from halves (verifier/proofs/halves.py)."""
+    composes from halves (verifier/proofs/slices.py, half_slices)."""
 
     outcome: Outcome
     half: Half | None = None

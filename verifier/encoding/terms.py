@@ -121,7 +121,7 @@ class ClassAddress:
     as an index into ``values`` (ascending).
 
     The members of a class are interchangeable on every side, so a half-flow proof
-    (verifier/proofs/halves.py) lets the remote endpoint range over one address per class. Every
+    (verifier/proofs/slices.py, half_slices) lets the remote endpoint range over one address per class. Every
     network holds a contiguous run of ``values``, so "in network" is an index range and a
     formula grows with the rules it encodes, not with the endpoints.
     """

@@ -175,7 +175,7 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
 
 
 def _half_mode(left: str, right: str, files: Mapping[str, Mapping[str, str]], classes: AddressClasses) -> bool:
-    """Whether the proof goes by half flows (verifier/proofs/halves.py): both sides compose
+    """Whether the proof goes by half flows (verifier/proofs/slices.py, half_slices): both sides compose
     from halves (eBPF by construction, iptables when its layout shows it), and no address
     belongs to two endpoints."""
     from verifier.encoding.targets import composable

@@ -53,11 +53,19 @@ class ClassSpace:
 
 
 def half_slices(family: int, endpoints: Iterable[tuple[str, int]], node: int | None) -> list[Slice]:
-    """The slices of a half-flow proof (verifier/proofs/halves.py) for one family: per endpoint
+    """The slices of a half-flow proof for one family: per endpoint
     (one per class), its egress half towards every other endpoint class and every outside
     address, its ingress half from the same, and the halves of flows no endpoint sends or
     receives, which no endpoint's rules see. Flows to or from the node keep their whole-flow
-    slices (``slices``): they take other hooks."""
+    slices (``slices``): they take other hooks.
+
+    Why this covers every flow between two non-node addresses ``s != d``: both sides' outcome
+    is ``compose(egress half(s, d), ingress half(s, d))`` (eBPF by construction; iptables by
+    verifier/encoding/iptables_phases.py), so equal halves give equal outcomes. The egress half
+    of an endpoint ``s`` depends on ``s`` only through its class (address_classes.py), and is
+    proved for ``d`` ranging over one address of every class (a ``ClassAddress``; ``s``'s own
+    class stands for its other member) and over every non-endpoint address; the egress half of
+    a non-endpoint ``s`` ("from outside") for every ``d``. Ingress likewise."""
     eps = sorted(set(endpoints), key=lambda e: (e[1], e[0]))
     nodes = frozenset() if node is None else frozenset({node})
     out: list[Slice] = []
