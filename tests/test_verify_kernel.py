@@ -61,19 +61,21 @@ def test_the_kernel_confirms_the_counterexample(mutation: str, tmp_path: Path) -
     target = _corrupted_target(files, mutated)
     result = _prove(mutated, inputs)
     assert result.status is Status.COUNTEREXAMPLE
-    found = result.counterexamples[0]
-    flow = Flow(ipaddress.ip_address(found.src), ipaddress.ip_address(found.dst), Protocol[found.protocol], found.port)
-    world = _world(inputs.cluster, flow)
     sims = simulators(mutated, inputs.cluster)
-    if flow.protocol not in (Protocol.TCP, Protocol.UDP):
+    probeable: list[Flow] = []
+    for found in result.counterexamples:  # the first one the kernel can probe
+        flow = Flow(ipaddress.ip_address(found.src), ipaddress.ip_address(found.dst), Protocol[found.protocol],
+                    found.port)
         # this kernel has no SCTP sockets: probe the same addresses and port over TCP or UDP,
         # when the simulators say the corruption shows there too
-        variants = [Flow(flow.src, flow.dst, p, flow.port) for p in (Protocol.TCP, Protocol.UDP)]
-        shown = [v for v in variants if sims["iptables"].answer(v).verdict != sims["ebpf"].answer(v).verdict]
-        if not shown:
-            pytest.skip(f"the counterexample {found.flow} differs only over {flow.protocol.name}; kernel probes "
-                        "cover TCP and UDP (no SCTP sockets)")
-        flow = shown[0]
+        variants = [flow] if flow.protocol in (Protocol.TCP, Protocol.UDP) else \
+            [Flow(flow.src, flow.dst, p, flow.port) for p in (Protocol.TCP, Protocol.UDP)]
+        probeable += [v for v in variants if sims["iptables"].answer(v).verdict != sims["ebpf"].answer(v).verdict]
+    if not probeable:
+        pytest.skip(f"the counterexamples {[c.flow for c in result.counterexamples]} differ only over SCTP; kernel "
+                    "probes cover TCP and UDP (no SCTP sockets)")
+    flow = probeable[0]
+    world = _world(inputs.cluster, flow)
     corrupted, other = sims[target].answer(flow), sims["ebpf" if target == "iptables" else "iptables"].answer(flow)
     assert corrupted.verdict != other.verdict
     assert corrupted.allowed != other.allowed, "these mutations change whether the flow connects"
