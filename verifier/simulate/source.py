@@ -40,6 +40,8 @@ from compiler.source import InputError, SourceRef
 from verifier.simulate.source_labels import (
     ANY_SOURCE,
     CIDR,
+    K8S,
+    POD_NAMESPACE,
     LabelViews,
     PeerKind,
     PeerView,
@@ -84,15 +86,39 @@ _ENTITY_KINDS: dict[str, frozenset[PeerKind]] = {
 
 
 @dataclass(frozen=True)
-class _Context:
-    """What one direction's check is about: the policy's endpoint, the other side, the flow."""
+class PeerRules:
+    """One endpoint's policy in one direction, narrowed to one peer address (the first half of
+    :meth:`ReferenceEvaluator.direction_matches`): whether the direction is enforced, and the allow
+    and deny rules whose peers (with the units' fromRequires/toRequires) select the peer. Which of
+    them match a flow then depends only on its protocol, port and request
+    (:meth:`ReferenceEvaluator.decide`), so callers that sweep ports compute this once per pair."""
 
     direction: Direction
     endpoint: Endpoint
     peer: PeerView
-    flow: Flow
-    requires: tuple[tuple[Requirement, ...], ...]  # fromRequires/toRequires of allow rules
-    requires_deny: tuple[tuple[Requirement, ...], ...]  # ... and of deny rules
+    enforced: bool
+    allows: tuple[SourceRule, ...]  # in unit order, then rule order
+    denies: tuple[SourceRule, ...]
+    default_allow: bool  # Cilium-only units that all disable default deny for the direction
+    localhost: bool  # the implicit allow-localhost applies (cilium profile, ingress from the node)
+    #: what named ports resolve against besides the cluster: the endpoint's own ports on ingress,
+    #: the peer endpoint's on egress under k8s (None: no per-pair dependence)
+    named_ports: tuple[Any, ...] | None
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Equal keys give equal :meth:`ReferenceEvaluator.decide` results for every flow (up to
+        ``DirectionDecision.endpoint``): it holds everything ``decide`` reads besides the flow.
+        Rules are compared by identity, so keys are meaningful only while the evaluator lives."""
+        return (
+            self.direction,
+            self.enforced,
+            tuple(id(r) for r in self.allows),
+            tuple(id(r) for r in self.denies),
+            self.default_allow,
+            self.localhost,
+            self.named_ports,
+        )
 
 
 #: An L7 rule of any parser, as parsed (PortRuleHTTP, PortRuleKafka, FQDNSelector, generic dict).
@@ -131,6 +157,7 @@ class ReferenceEvaluator:
         self.cluster = inputs.cluster
         self._views = LabelViews(self.cluster, self._visibility(profile, label_filter))
         self._units = policy_units(inputs, profile)
+        self._by_namespace, self._any_namespace = _subject_index(self._units)
         self._selecting: dict[str, tuple[PolicyUnit, ...]] = {}
         self._parsers_checked: set[tuple[str, Direction]] = set()
         named: dict[tuple[str, str], set[int]] = defaultdict(set)
@@ -160,11 +187,15 @@ class ReferenceEvaluator:
         return Decision.combine(flow, egress, ingress)
 
     def _units_selecting(self, ep: Endpoint) -> tuple[PolicyUnit, ...]:
+        """The units whose subject selects ``ep``, in input order. Only the units that can select
+        its namespace are tested (:func:`_subject_index`): a pure shortcut, the same answer."""
         units = self._selecting.get(ep.key)
         if units is None:
             address = ep.addresses[0] if ep.addresses else self.cluster.node_address
             view = PeerView(address, PeerKind.ENDPOINT, ep, self._views.endpoint_labels(ep))
-            units = tuple(u for u in self._units if u.subject is not None and all_hold(u.subject, view))
+            candidates = sorted((*self._by_namespace.get(ep.namespace, ()), *self._any_namespace))
+            subjects = (self._units[i] for i in candidates)
+            units = tuple(u for u in subjects if u.subject is not None and all_hold(u.subject, view))
             self._selecting[ep.key] = units
         return units
 
@@ -183,26 +214,58 @@ class ReferenceEvaluator:
         self, direction: Direction, ep: Endpoint, peer: PeerView, flow: Flow
     ) -> tuple[DirectionDecision, tuple[RuleMatch, ...]]:
         """SEMANTICS §2, §8 for one endpoint and direction: the decision and the matching allows."""
+        return self.decide(self.peer_rules(direction, ep, peer), flow)
+
+    def peer_rules(self, direction: Direction, ep: Endpoint, peer: PeerView) -> PeerRules:
+        """The first half of :meth:`direction_matches`: enforcement, and the rules whose peers
+        select ``peer`` (ports not looked at yet)."""
         units = self.units_for(ep, direction)
         localhost = self.localhost_allowed(direction, peer)
+        named_ports = self._named_port_source(direction, ep, peer)
         if not units:
-            allow = {ALLOW_ANY[direction], *([ALLOW_LOCALHOST] if localhost else [])}
+            return PeerRules(direction, ep, peer, False, (), (), False, localhost, named_ports)
+        requires, requires_deny = self.requirements(units, direction)
+        allows = tuple(
+            rule
+            for unit in units
+            for rule in unit.allows.get(direction, ())
+            if any(self.peer_matches(p, peer, requires) for p in rule.peers)
+        )
+        denies = tuple(
+            rule
+            for unit in units
+            for rule in unit.denies.get(direction, ())
+            if any(self.peer_matches(p, peer, requires_deny) for p in rule.peers)
+        )
+        default_allow = self.default_allows(units, direction)
+        return PeerRules(direction, ep, peer, True, allows, denies, default_allow, localhost, named_ports)
+
+    def _named_port_source(self, direction: Direction, ep: Endpoint, peer: PeerView) -> tuple[Any, ...] | None:
+        """What :meth:`named_port` reads besides the cluster-wide table, for :attr:`PeerRules.key`."""
+        if direction is Direction.INGRESS:
+            return ep.ports
+        if self.profile is Profile.K8S:
+            return peer.endpoint.ports if peer.endpoint is not None else None
+        return None
+
+    def decide(self, rules: PeerRules, flow: Flow) -> tuple[DirectionDecision, tuple[RuleMatch, ...]]:
+        """The second half of :meth:`direction_matches`: which of the peer's rules match the flow's
+        protocol, port (and request), and the decision they make."""
+        direction, ep = rules.direction, rules.endpoint
+        if not rules.enforced:
+            allow = {ALLOW_ANY[direction], *([ALLOW_LOCALHOST] if rules.localhost else [])}
             decision = DirectionDecision(direction, ep.key, enforced=False, allowed=True, allow_rules=frozenset(allow))
             return decision, tuple(RuleMatch(r, frozenset(), None) for r in sorted(allow))
 
-        requires, requires_deny = self.requirements(units, direction)
-        ctx = _Context(direction, ep, peer, flow, requires, requires_deny)
         matches: list[RuleMatch] = []
-        denies: set[RuleRef] = set()
-        for unit in units:
-            for rule in unit.allows.get(direction, ()):
-                match = self._match_allow(rule, ctx)
-                if match is not None:
-                    matches.append(match)
-            denies.update(r.ref for r in unit.denies.get(direction, ()) if self._rule_ports(r, ctx) is not None)
-        if self.default_allows(units, direction):
+        for rule in rules.allows:
+            match = self._match_allow(rule, rules, flow)
+            if match is not None:
+                matches.append(match)
+        denies = {r.ref for r in rules.denies if self._rule_ports(r, rules, flow) is not None}
+        if rules.default_allow:
             matches.append(RuleMatch(DEFAULT_ALLOW[direction], frozenset(), None))
-        if localhost:
+        if rules.localhost:
             matches.append(RuleMatch(ALLOW_LOCALHOST, frozenset(), None))
 
         allow_refs = frozenset(m.ref for m in matches)
@@ -285,11 +348,11 @@ class ReferenceEvaluator:
     def view(self, address: IPAddress) -> PeerView:
         return self._views.of(address)
 
-    def _match_allow(self, rule: SourceRule, ctx: _Context) -> RuleMatch | None:
-        ports = self._rule_ports(rule, ctx)
+    def _match_allow(self, rule: SourceRule, rules: PeerRules, flow: Flow) -> RuleMatch | None:
+        ports = self._rule_ports(rule, rules, flow)
         if ports is None:
             return None
-        protocol = ctx.flow.protocol
+        protocol = flow.protocol
         if not ports:  # no toPorts: an L3-only rule, which admits every request
             return RuleMatch(rule.ref, frozenset(), None)
         parsers = frozenset(p for pm in ports if (p := pm.parser_for(protocol)) is not None)
@@ -300,15 +363,12 @@ class ReferenceEvaluator:
             l7.extend(pm.l7_rules)
         return RuleMatch(rule.ref, parsers, tuple(l7))
 
-    def _rule_ports(self, rule: SourceRule, ctx: _Context) -> tuple[PortMatch, ...] | None:
-        """The port entries through which the rule matches the flow; ``()`` when the rule has no
-        ports (matches every port); ``None`` when it does not match."""
-        requires = ctx.requires_deny if rule.deny else ctx.requires
-        if not any(self.peer_matches(peer, ctx.peer, requires) for peer in rule.peers):
-            return None
+    def _rule_ports(self, rule: SourceRule, rules: PeerRules, flow: Flow) -> tuple[PortMatch, ...] | None:
+        """The port entries through which a rule whose peer matched matches the flow; ``()`` when
+        the rule has no ports (matches every port); ``None`` when it does not match."""
         if rule.ports is None:
             return ()
-        matched = tuple(pm for pm in rule.ports if self._port_matches(pm, ctx))
+        matched = tuple(pm for pm in rule.ports if self._port_matches(pm, rules, flow))
         return matched or None
 
     # --- peers and ports -----------------------------------------------------------------------------
@@ -337,14 +397,14 @@ class ReferenceEvaluator:
         assert isinstance(peer, AnyPeer)
         return True
 
-    def _port_matches(self, pm: PortMatch, ctx: _Context) -> bool:
-        protocol = ctx.flow.protocol
+    def _port_matches(self, pm: PortMatch, rules: PeerRules, flow: Flow) -> bool:
+        protocol = flow.protocol
         if protocol not in pm.protocols:
             return False
         if pm.name is None:
-            return pm.low <= ctx.flow.port <= pm.high
-        number = self.named_port(pm.name, protocol, ctx.direction, ctx.endpoint, ctx.peer)
-        return number == ctx.flow.port
+            return pm.low <= flow.port <= pm.high
+        number = self.named_port(pm.name, protocol, rules.direction, rules.endpoint, rules.peer)
+        return number == flow.port
 
     def named_port(
         self, name: str, protocol: Protocol, direction: Direction, ep: Endpoint, peer: PeerView
@@ -404,3 +464,26 @@ class ReferenceEvaluator:
             numbers = self._cluster_named_ports.get((pm.name, protocol.name), frozenset())
             numbers = numbers if len(numbers) == 1 else frozenset()
         return [(n, n) for n in sorted(numbers)]
+
+
+def _subject_index(units: tuple[PolicyUnit, ...]) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+    """Units by the namespaces their subject confines them to, and the units that can select
+    anywhere. A subject requirement ``k8s:io.kubernetes.pod.namespace In (ns…)`` (or with any
+    source) holds for an endpoint only if its namespace is listed: an endpoint's view carries
+    exactly one label on that key, its own namespace (pods cannot override it, §4.2). So an
+    endpoint of namespace N can only be selected by the units listed under N or by the
+    unconfined ones; :meth:`ReferenceEvaluator._units_selecting` still tests each candidate."""
+    by_namespace: dict[str, list[int]] = defaultdict(list)
+    anywhere: list[int] = []
+    for index, unit in enumerate(units):
+        if unit.subject is None:
+            continue
+        allowed: set[str] | None = None
+        for req in unit.subject:
+            if req.key == POD_NAMESPACE and req.source in (K8S, ANY_SOURCE) and req.operator == "In":
+                allowed = set(req.values) if allowed is None else allowed & set(req.values)
+        if allowed is None:
+            anywhere.append(index)
+        for namespace in allowed or ():
+            by_namespace[namespace].append(index)
+    return {ns: tuple(ids) for ns, ids in by_namespace.items()}, tuple(anywhere)
