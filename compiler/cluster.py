@@ -71,8 +71,9 @@ class Endpoint:
                 return port.port
         return None
 
-    @property
+    @cached_property
     def addresses(self) -> tuple[IPAddress, ...]:
+        """``ips`` parsed (once: every evaluator and cell builder asks, at 20k pods)."""
         return tuple(ipaddress.ip_address(ip) for ip in self.ips)
 
 

@@ -19,7 +19,8 @@ import pytest
 from compiler.cli import main
 from compiler.flow import Flow, Profile, Protocol
 from compiler.inputs import Inputs, load_inputs
-from verifier.diff.compute import DiffResult, Region, outcome, semantic_diff
+from verifier.diff.compute import DiffResult, Region, semantic_diff
+from verifier.diff.outcome import side_of
 from verifier.simulate.source import ReferenceEvaluator
 
 MAX_TEST_PORT = 320
@@ -192,8 +193,8 @@ def _brute_force(old: Inputs, new: Inputs, result: DiffResult) -> None:
             for proto in (Protocol.TCP, Protocol.UDP):
                 for port in range(MAX_TEST_PORT + 1):
                     flow = Flow(src_addr, dst_addr, proto, port)  # type: ignore[arg-type]
-                    a, b = outcome(ref_old.evaluate(flow)), outcome(ref_new.evaluate(flow))
-                    changed = a.outcome != b.outcome or (a.outcome.verdict == "redirected" and a.l7_rules != b.l7_rules)
+                    a, b = side_of(ref_old, flow), side_of(ref_new, flow)
+                    changed = a.differs(b)
                     covered = any(
                         _covered(r, src, src_addr, dst, dst_addr, proto.name, port)  # type: ignore[arg-type]
                         for r in result.regions

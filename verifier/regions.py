@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from compiler.cluster import Cluster
 from compiler.flow import Flow, IPAddress, Protocol
 from compiler.ir.model import IR, MAX_PORT
+from verifier.simulate.source_rules import PolicyUnit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -84,6 +85,33 @@ def port_cells(irs: Sequence[IR]) -> list[PortCell]:
             for port in ep.ports:
                 proto = Protocol.parse(port.protocol)
                 ranges.setdefault(proto, set()).add((port.port, port.port))
+    cells: list[PortCell] = []
+    for proto in sorted(ranges):
+        top = ICMP_TYPES if proto in (Protocol.ICMP, Protocol.ICMPV6) else MAX_PORT
+        cells.extend(PortCell(proto, lo, hi) for lo, hi in split_ranges(ranges[proto], top))
+    return cells
+
+
+def source_port_cells(units: Iterable[PolicyUnit], clusters: Iterable[Cluster]) -> list[PortCell]:
+    """Port/type cells read from the parsed policies (the reference evaluator's rules) instead of
+    an IR: every numeric range of every allow and deny rule, and every declared container port
+    (named ports resolve to those). The reference evaluator looks at a port only through
+    ``low <= port <= high`` of such a range or ``number == port`` for a named port's number, so
+    its decisions are constant inside each cell — the same partition property as
+    :func:`port_cells`, for callers that never build an IR (``netpolc diff``)."""
+    ranges: dict[Protocol, set[tuple[int, int]]] = {p: set() for p in (*PORT_PROTOCOLS, Protocol.ICMP, Protocol.ICMPV6)}
+    for unit in units:
+        for rule_sets in (unit.allows, unit.denies):
+            for rules in rule_sets.values():
+                for rule in rules:
+                    for match in rule.ports or ():
+                        if match.name is None:
+                            for proto in match.protocols:
+                                ranges.setdefault(proto, set()).add((match.low, match.high))
+    for cluster in clusters:
+        for ep in cluster.endpoints:
+            for port in ep.ports:
+                ranges.setdefault(Protocol.parse(port.protocol), set()).add((port.port, port.port))
     cells: list[PortCell] = []
     for proto in sorted(ranges):
         top = ICMP_TYPES if proto in (Protocol.ICMP, Protocol.ICMPV6) else MAX_PORT

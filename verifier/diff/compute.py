@@ -1,76 +1,49 @@
 """Every flow whose verdict differs between two policy versions, as compact regions.
 
-Both versions are evaluated with the reference semantics (verifier/simulate/source.py) on one
-representative flow of every cell of a partition refined by both versions' rules
-(:mod:`verifier.regions`); a cell's verdict holds for every flow in it, so comparing cells is an
-exhaustive comparison of the whole flow space: the result is "equivalent" only when no flow
-differs. Changed cells are merged into regions — adjacent port ranges first, then sources with
-the same change — and each region names the rules responsible on both sides.
+Both versions are evaluated with the reference semantics (verifier/simulate/source.py) on a
+partition of the flow space refined by both versions' rules (:mod:`verifier.regions`: address
+cells cut at every policy prefix, port cells cut at every rule range and declared port); a
+cell's verdict holds for every flow in it, so comparing cells is an exhaustive comparison of the
+whole flow space: the result is "equivalent" only when no flow differs.
 
-Verdicts compared: dropped (with Hubble's reason), forwarded, redirected to an L7 parser. When both
-versions redirect, the allow rules (and so the L7 rule sets) they redirect with are compared: a
-change there is reported as an L7 change of the region.
+Two reductions keep that exhaustive comparison small, each argued where it lives:
+
+- :mod:`verifier.diff.scope` — only flows whose source's egress or destination's ingress is
+  decided by a changed policy can change (when profiles and cluster are the same);
+- :mod:`verifier.diff.pairs` — endpoints no policy can tell apart form one class, evaluated once;
+  each direction's peer matching is done once per pair and its port checks once per rule set.
+
+Changed cells are merged into regions — adjacent port ranges first, then sources with the same
+change, then destinations — and each region names the rules responsible on both sides. A class
+stands for its members in a region, so a region ``A → A`` covers the flows between distinct
+members of ``A`` (an endpoint to itself is not a flow).
+
+Outcomes compared: dropped (with Hubble's reason), forwarded, redirected to an L7 parser; when
+both versions redirect, the L7 rules behind the redirect (:mod:`verifier.diff.outcome`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from compiler.flow import Decision, DirectionDecision, Flow, Profile, RuleRef, Verdict
+from compiler.flow import Direction, Profile, RuleRef
 from compiler.inputs import Inputs
-from compiler.ir.build import build_ir
 from compiler.labels import LabelFilter
 from compiler.source import NetpolcError
-from verifier.regions import AddressCell, PortCell, address_cells, flows, port_cells
+from verifier.diff.outcome import Outcome, Side
+from verifier.diff.pairs import CellClass, Changed, VersionEvaluator, cell_classes, compare
+from verifier.diff.scope import Scope, diff_scope
+from verifier.regions import AddressCell, PortCell, address_cells, source_port_cells
 from verifier.simulate.source import ReferenceEvaluator
+
+__all__ = ["ClusterMismatch", "DiffResult", "Outcome", "Region", "Side", "semantic_diff"]
 
 
 class ClusterMismatch(NetpolcError):
     """OLD and NEW do not describe the same cluster (diff compares policies on one cluster)."""
-
-
-@dataclass(frozen=True, order=True)
-class Outcome:
-    """What happens to a flow, in the terms a reviewer cares about."""
-
-    verdict: str  # "allowed", "dropped", "redirected"
-    detail: str = ""  # drop reason name, or the L7 parser(s)
-
-    def __str__(self) -> str:
-        return f"{self.verdict} ({self.detail})" if self.detail else self.verdict
-
-
-@dataclass(frozen=True)
-class Side:
-    outcome: Outcome
-    rules: tuple[RuleRef, ...]  # the rules that decided (deny rules if denied, else allow rules)
-    l7_rules: tuple[RuleRef, ...]  # allow rules of redirected directions (whose L7 rules apply)
-
-
-def outcome(decision: Decision) -> Side:
-    sides = [s for s in (decision.egress, decision.ingress) if s is not None]
-    if decision.verdict is Verdict.DROPPED:
-        reason = decision.drop_reason.name if decision.drop_reason is not None else ""
-        blocking = next((s for s in sides if not s.allowed), None)
-        rules = _deciding(blocking) if blocking is not None else ()
-        return Side(Outcome("dropped", reason), rules, ())
-    redirects = [s for s in sides if s.redirect]
-    # the rules of enforced directions decide; an unenforced side only contributes its synthetic allow
-    rules = tuple(sorted({r for s in sides if s.enforced for r in _deciding(s)}))
-    rules = rules or tuple(sorted({r for s in sides for r in _deciding(s)}))
-    if redirects:
-        parsers = "+".join(f"{s.direction.value} {s.redirect}" for s in redirects)
-        l7 = tuple(sorted({r for s in redirects for r in s.allow_rules}))
-        return Side(Outcome("redirected", parsers), rules, l7)
-    return Side(Outcome("allowed"), rules, ())
-
-
-def _deciding(side: DirectionDecision) -> tuple[RuleRef, ...]:
-    if side.deny_rules:
-        return tuple(sorted(side.deny_rules))
-    return tuple(sorted(side.allow_rules))
 
 
 Ports = tuple[tuple[str, tuple[tuple[int, int], ...]], ...]  # (protocol, ranges) pairs
@@ -106,7 +79,9 @@ class DiffResult:
     profile_old: Profile
     profile_new: Profile
     regions: tuple[Region, ...]
-    cells: int  # flows evaluated (one per cell)
+    cells: int  # flow cells the comparison covers: the whole flow space, cut into cells
+    evaluated: int = 0  # distinct outcomes actually computed (both versions)
+    scope: str = ""  # what the comparison was restricted to, and why that is exhaustive
 
     @property
     def equivalent(self) -> bool:
@@ -134,55 +109,113 @@ def semantic_diff(
     profile_new: Profile,
     label_filter: LabelFilter | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    *,
+    restrict: bool = True,
 ) -> DiffResult:
-    """Every flow whose outcome changes from OLD to NEW, merged into regions."""
-    _check_same_cluster(old, new)
-    irs = [build_ir(old, profile_old, label_filter), build_ir(new, profile_new, label_filter)]
-    ports = port_cells(irs)
+    """Every flow whose outcome changes from OLD to NEW, merged into regions.
+
+    ``restrict=False`` compares every flow even when :mod:`verifier.diff.scope` would allow a
+    restriction (the tests check both give the same regions).
+    """
+    if old.cluster is not new.cluster:
+        _check_same_cluster(old, new)
     ref_old = ReferenceEvaluator(old, profile_old, label_filter)
     ref_new = ReferenceEvaluator(new, profile_new, label_filter)
+    scope = diff_scope(old, new, profile_old, profile_new)
+    if not restrict and scope.restricted:
+        scope = Scope(False, scope.changed, "restriction turned off")
+    ports = source_port_cells((*ref_old.units, *ref_new.units), {id(c): c for c in (old.cluster, new.cluster)}.values())
     # world addresses are cut at every prefix a peer test of either version looks at: CIDR peers
     # and excepts, and `cidr:` selector keys (a world address carries a cidr: label per prefix)
     networks = {str(n) for ref in (ref_old, ref_new) for n in ref.policy_networks()}
     cells = address_cells(new.cluster, sorted(networks))
-    changed: list[tuple[AddressCell, AddressCell, PortCell, Side, Side, bool]] = []
-    count = 0
-    all_flows = list(flows(cells, ports))
-    progress(f"comparing {len(all_flows)} flow cells")
-    for src, dst, port, flow in all_flows:
-        count += 1
-        a, b = outcome(_evaluate(ref_old, flow)), outcome(_evaluate(ref_new, flow))
-        l7_changed = a.outcome == b.outcome and a.outcome.verdict == "redirected" and a.l7_rules != b.l7_rules
-        if a.outcome != b.outcome or l7_changed:
-            changed.append((src, dst, port, a, b, l7_changed))
-    return DiffResult(profile_old, profile_new, tuple(_merge(changed)), count)
+    classes = cell_classes(cells, (ref_old, ref_new))
+    progress(f"{len(cells)} address cells in {len(classes)} classes, {len(ports)} port cells; comparing {scope}")
+    egress, ingress = _affected(classes, scope, ref_old, ref_new)
+    old_side, new_side = VersionEvaluator(ref_old), VersionEvaluator(ref_new)
+    found = compare(classes, ports, old_side, new_side, egress, ingress, progress)
+    return DiffResult(
+        profile_old,
+        profile_new,
+        tuple(_merge(found.changed)),
+        _flow_cells(cells, ports),
+        found.evaluations,
+        str(scope),
+    )
 
 
-def _evaluate(reference: ReferenceEvaluator, flow: Flow) -> Decision:
-    return reference.evaluate(flow)
+def _affected(
+    classes: Sequence[CellClass], scope: Scope, ref_old: ReferenceEvaluator, ref_new: ReferenceEvaluator
+) -> tuple[set[int], set[int]]:
+    """Class indexes whose egress / ingress may change (:mod:`verifier.diff.scope`): every
+    endpoint class, or those a changed policy's unit selects in a version where it has that
+    direction.
+
+    Every endpoint class is also checked for conflicting L7 parsers in both versions, as the
+    full comparison would (it refuses them), so an input it refuses is refused here too.
+    """
+    egress: set[int] = set()
+    ingress: set[int] = set()
+    for ref in (ref_old, ref_new):
+        changed = [u for u in ref.units if u.display in scope.changed]
+        for cls in classes:
+            ep = ref.view(cls.address).endpoint
+            if cls.kind != "endpoint" or ep is None:
+                continue
+            ref.check_parsers(ep)
+            for unit in changed if scope.restricted else ():
+                if ref.selects(unit, ep):
+                    if Direction.EGRESS in unit.directions:
+                        egress.add(cls.index)
+                    if Direction.INGRESS in unit.directions:
+                        ingress.add(cls.index)
+            if not scope.restricted:
+                egress.add(cls.index)
+                ingress.add(cls.index)
+    return egress, ingress
+
+
+def _flow_cells(cells: Sequence[AddressCell], ports: Sequence[PortCell]) -> int:
+    """How many (source cell, destination cell, port cell) flow cells the space holds: ordered
+    pairs of distinct cells of one family with an endpoint on at least one side, times the port
+    cells of that family."""
+    endpoints = Counter(c.representative.version for c in cells if c.kind == "endpoint")
+    others = Counter(c.representative.version for c in cells if c.kind != "endpoint")
+    total = 0
+    for family in (4, 6):
+        n_e, n_o = endpoints[family], others[family]
+        per_pair = sum(1 for p in ports if p.protocol.name != ("ICMPV6" if family == 4 else "ICMP"))
+        total += (n_e * (n_e - 1) + 2 * n_e * n_o) * per_pair
+    return total
 
 
 Change = tuple[Side, Side, bool]
 
 
-def _merge(changed: Sequence[tuple[AddressCell, AddressCell, PortCell, Side, Side, bool]]) -> list[Region]:
-    """Changed cells → regions: join port ranges, then protocols, then sources, then destinations."""
-    spans: dict[tuple[AddressCell, AddressCell, Change], dict[str, list[tuple[int, int]]]] = {}
-    for src, dst, port, a, b, l7 in changed:
-        per_proto = spans.setdefault((src, dst, (a, b, l7)), {})
+def _merge(changed: Sequence[Changed]) -> list[Region]:
+    """Changed (class, class, port cell) triples → regions: join port ranges, then protocols, then
+    sources, then destinations. Classes partition the cells the same way for every pass, so this
+    is the cell-level merge with each class standing for its members."""
+    spans: dict[tuple[CellClass, CellClass, Change], dict[str, list[tuple[int, int]]]] = {}
+    for src, dst, port, a, b in changed:
+        per_proto = spans.setdefault((src, dst, (a, b, a.l7_changed(b))), {})
         per_proto.setdefault(port.protocol.name, []).append((port.lo, port.hi))
-    by_dest: dict[tuple[AddressCell, Ports, Change], list[AddressCell]] = {}
+    by_dest: dict[tuple[CellClass, Ports, Change], list[CellClass]] = {}
     for (src, dst, change), per_proto in spans.items():
         ports = tuple((proto, _join(ranges)) for proto, ranges in sorted(per_proto.items()))
         by_dest.setdefault((dst, ports, change), []).append(src)
-    by_sources: dict[tuple[tuple[str, ...], Ports, Change], list[AddressCell]] = {}
+    by_sources: dict[tuple[tuple[str, ...], Ports, Change], list[CellClass]] = {}
     for (dst, ports, change), sources in by_dest.items():
-        by_sources.setdefault((_cell_names(sources), ports, change), []).append(dst)
+        by_sources.setdefault((_class_names(sources), ports, change), []).append(dst)
     regions = [
-        Region(names, _cell_names(dests), ports, a.outcome, b.outcome, a.rules, b.rules, l7)
+        Region(names, _class_names(dests), ports, a.outcome, b.outcome, a.rules, b.rules, l7)
         for (names, ports, (a, b, l7)), dests in by_sources.items()
     ]
     return sorted(regions, key=lambda r: (r.destinations, r.ports, r.sources))
+
+
+def _class_names(classes: Sequence[CellClass]) -> tuple[str, ...]:
+    return _cell_names([cell for cls in classes for cell in cls.members])
 
 
 def _cell_names(cells: Sequence[AddressCell]) -> tuple[str, ...]:

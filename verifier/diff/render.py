@@ -33,10 +33,18 @@ def _profiles(result: DiffResult) -> str:
     return f"profile {result.profile_old.value} → {result.profile_new.value}"
 
 
+def _coverage(result: DiffResult) -> str:
+    """How much was compared: every flow cell, decided by evaluation or by the restriction."""
+    text = f"{result.cells} flow cells compared"
+    if result.scope:
+        text += f" ({result.evaluated} evaluated: {result.scope})"
+    return text
+
+
 def render_text(result: DiffResult) -> str:
     if result.equivalent:
-        return f"equivalent: no flow changes ({_profiles(result)}; {result.cells} flow cells compared, exhaustive)\n"
-    lines = [f"{len(result.regions)} changed region(s) ({_profiles(result)}; {result.cells} flow cells compared):"]
+        return f"equivalent: no flow changes ({_profiles(result)}; {_coverage(result)}, exhaustive)\n"
+    lines = [f"{len(result.regions)} changed region(s) ({_profiles(result)}; {_coverage(result)}):"]
     for r in result.regions:
         lines.append(f"- {_names(r.sources)} -> {_names(r.destinations)} {r.port_text}: {_change(r)}")
         lines.append(f"    old: {_rules(r.old_rules)}")
@@ -47,7 +55,7 @@ def render_text(result: DiffResult) -> str:
 def render_markdown(result: DiffResult) -> str:
     head = "### netpolc: semantic policy diff\n\n"
     if result.equivalent:
-        return head + f"**Equivalent**: no flow changes ({_profiles(result)}, {result.cells} flow cells compared).\n"
+        return head + f"**Equivalent**: no flow changes ({_profiles(result)}, {_coverage(result)}).\n"
     allowed = sum(1 for r in result.regions if r.new.verdict != "dropped" and r.old.verdict == "dropped")
     denied = sum(1 for r in result.regions if r.new.verdict == "dropped" and r.old.verdict != "dropped")
     lines = [
@@ -79,6 +87,8 @@ def render_json(result: DiffResult) -> str:
         "profile_old": result.profile_old.value,
         "profile_new": result.profile_new.value,
         "cells": result.cells,
+        "evaluated": result.evaluated,
+        "scope": result.scope,
         "regions": [
             {
                 "sources": list(r.sources),

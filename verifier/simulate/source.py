@@ -158,6 +158,10 @@ class ReferenceEvaluator:
         self._views = LabelViews(self.cluster, self._visibility(profile, label_filter))
         self._units = policy_units(inputs, profile)
         self._by_namespace, self._any_namespace = _subject_index(self._units)
+        self._with_parsers = frozenset(
+            i for i, u in enumerate(self._units)
+            if any(pm.parser for rules in u.allows.values() for r in rules for pm in r.ports or ())
+        )
         self._selecting: dict[str, tuple[PolicyUnit, ...]] = {}
         self._parsers_checked: set[tuple[str, Direction]] = set()
         named: dict[tuple[str, str], set[int]] = defaultdict(set)
@@ -191,13 +195,35 @@ class ReferenceEvaluator:
         its namespace are tested (:func:`_subject_index`): a pure shortcut, the same answer."""
         units = self._selecting.get(ep.key)
         if units is None:
-            address = ep.addresses[0] if ep.addresses else self.cluster.node_address
-            view = PeerView(address, PeerKind.ENDPOINT, ep, self._views.endpoint_labels(ep))
+            view = self._endpoint_view(ep)
             candidates = sorted((*self._by_namespace.get(ep.namespace, ()), *self._any_namespace))
             subjects = (self._units[i] for i in candidates)
             units = tuple(u for u in subjects if u.subject is not None and all_hold(u.subject, view))
             self._selecting[ep.key] = units
         return units
+
+    def selects(self, unit: PolicyUnit, ep: Endpoint) -> bool:
+        """Whether ``unit``'s subject selects ``ep`` (what :meth:`units_for` tests per unit)."""
+        return unit.subject is not None and all_hold(unit.subject, self._endpoint_view(ep))
+
+    def _endpoint_view(self, ep: Endpoint) -> PeerView:
+        """``ep`` as subject selectors see it (its address's cached view, when it has one)."""
+        if ep.addresses and self.cluster.endpoint_at(ep.addresses[0]) is ep:
+            return self._views.of(ep.addresses[0])
+        address = ep.addresses[0] if ep.addresses else self.cluster.node_address
+        return PeerView(address, PeerKind.ENDPOINT, ep, self._views.endpoint_labels(ep))
+
+    def check_parsers(self, ep: Endpoint) -> None:
+        """Refuse conflicting L7 parsers on ``ep`` (:meth:`_check_parsers`) without looking up
+        every unit selecting it: only a unit with an L7 port can conflict, so the full lookup
+        happens only for the directions such a unit selects ``ep`` in."""
+        candidates = (*self._by_namespace.get(ep.namespace, ()), *self._any_namespace)
+        directions = {
+            d for i in candidates if i in self._with_parsers and self.selects(self._units[i], ep)
+            for d in self._units[i].directions
+        }
+        for direction in sorted(directions):
+            self.units_for(ep, direction)
 
     # --- one direction --------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from compiler.cluster import Cluster, Endpoint
 from compiler.inputs.selector import LabelSelector
@@ -60,6 +60,14 @@ class PeerView:
     def is_cluster_address(self) -> bool:
         return self.kind is not PeerKind.WORLD
 
+    @cached_property
+    def by_key(self) -> Mapping[str, tuple[tuple[str, str], ...]]:
+        """The labels by key, as (source, value) pairs: what a requirement on one key looks up."""
+        index: dict[str, list[tuple[str, str]]] = {}
+        for source, key, value in self.labels:
+            index.setdefault(key, []).append((source, value))
+        return {key: tuple(pairs) for key, pairs in index.items()}
+
 
 @dataclass(frozen=True)
 class Requirement:
@@ -99,7 +107,7 @@ def as_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | Non
 
 def _values_for(req: Requirement, view: PeerView) -> list[str]:
     """The values of every label in the view that the requirement's (source, key) names."""
-    found = [v for s, k, v in view.labels if k == req.key and req.source in (ANY_SOURCE, s)]
+    found = [v for s, v in view.by_key.get(req.key, ()) if req.source in (ANY_SOURCE, s)]
     if view.kind is PeerKind.WORLD and req.source in (ANY_SOURCE, CIDR):
         # A world address carries, for selection, a cidr: label for every prefix containing it (§1).
         network = as_network(req.key)
