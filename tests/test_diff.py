@@ -9,18 +9,26 @@ regions cover.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compiler.cli import main
 from compiler.flow import Flow, Profile, Protocol
 from compiler.inputs import Inputs, load_inputs
+from compiler.synth import Scale, generate, write
 from verifier.diff.compute import DiffResult, Region, semantic_diff
 from verifier.diff.outcome import side_of
+from verifier.regions import AddressCell, address_cells, flows, source_port_cells
 from verifier.simulate.source import ReferenceEvaluator
 
 MAX_TEST_PORT = 320
@@ -279,3 +287,196 @@ def test_git_revisions_as_inputs(
     assert "b/client -> a/db TCP 300: dropped (POLICY_DENIED) → allowed" in capsys.readouterr().out
     assert main(["diff", "git:nosuchrev:policies", "git:HEAD:policies"]) == 2
     assert "git:nosuchrev:policies" in capsys.readouterr().err
+
+
+# --- the restricted comparison against the exhaustive enumeration, on generated clusters -----------
+
+Objects = list[dict[str, Any]]
+
+
+def _synthetic(seed: int = 3) -> Objects:
+    """A small generated cluster (3 namespaces, 6 apps, 2 replicas each) with its policies, less
+    the ones that would hide the changes below: the NetworkPolicy that admits every request of
+    app-01 → app-00 in ns-0000 (so the HTTP rules decide), and every ingress policy of app-00 in
+    ns-0002 but the namespace's default deny (so removing that one un-isolates it)."""
+    objects = generate(Scale(60, 3, 24, seed=seed))
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            obj["spec"]["replicas"] = 2
+    hidden = {("ns-0000", "p004-app-00"), *(("ns-0002", f"p00{i}-app-00") for i in (2, 4, 6))}
+    return [o for o in objects if (o["metadata"].get("namespace"), o["metadata"]["name"]) not in hidden]
+
+
+def _policy(objects: Objects, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    return next(
+        o for o in objects
+        if o["kind"] == kind and o["metadata"]["name"] == name and o["metadata"].get("namespace") == namespace
+    )
+
+
+def _change_cnp_port(objects: Objects) -> None:
+    rule = _policy(objects, "CiliumNetworkPolicy", "p002-app-00", "ns-0001")["spec"]["ingress"][0]
+    rule["toPorts"][0]["ports"][0]["port"] = "8050"  # inside app-01's egress range 8000-8100
+
+
+def _change_np_peer(objects: Objects) -> None:
+    peer = _policy(objects, "NetworkPolicy", "p004-app-00", "ns-0001")["spec"]["ingress"][0]["from"][0]
+    peer["podSelector"]["matchLabels"] = {"app": "app-00"}
+
+
+def _remove_default_deny(objects: Objects) -> None:
+    objects.remove(_policy(objects, "NetworkPolicy", "default-deny", "ns-0002"))
+
+
+def _remove_only_egress(objects: Objects) -> None:
+    objects.remove(_policy(objects, "CiliumNetworkPolicy", "p003-app-01", "ns-0001"))
+    objects.remove(_policy(objects, "CiliumNetworkPolicy", "p007-app-01", "ns-0001"))
+
+
+def _add_deny(objects: Objects) -> None:
+    objects.append({
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "deny-workers", "namespace": "ns-0001"},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"app": "app-00"}},
+            "ingressDeny": [
+                {"fromEntities": ["cluster"], "toPorts": [{"ports": [{"port": "9090", "protocol": "TCP"}]}]},
+            ],
+        },
+    })
+
+
+def _change_l7_rule(objects: Objects) -> None:
+    http = _policy(objects, "CiliumNetworkPolicy", "p002-app-00", "ns-0000")["spec"]["ingress"][0]["toPorts"][0]
+    http["rules"]["http"][1]["path"] = "/api/v2/orders"
+
+
+def _change_ccnp(objects: Objects) -> None:
+    spec = _policy(objects, "CiliumClusterwideNetworkPolicy", "baseline-0")["spec"]
+    spec["egress"][1]["toPorts"][0]["ports"][0]["port"] = "8443"
+    spec["ingressDeny"][0]["fromEntities"] = ["cluster"]
+
+
+def _move_policies(objects: Objects) -> None:
+    """Reorder the documents: every rule moves to another line, no flow changes."""
+    objects.reverse()
+
+
+CHANGES: dict[str, Callable[[Objects], None]] = {
+    "CNP port changed": _change_cnp_port,
+    "NP peer changed": _change_np_peer,
+    "default-deny removed (pods no longer isolated)": _remove_default_deny,
+    "only egress policies removed": _remove_only_egress,
+    "deny policy added": _add_deny,
+    "L7 rule changed": _change_l7_rule,
+    "CCNP changed": _change_ccnp,
+    "policies moved": _move_policies,
+}
+
+
+def _write(objects: Objects, path: Path) -> Inputs:
+    return load_inputs([str(p) for p in write(objects, path)])
+
+
+def _exhaustive(old: Inputs, new: Inputs, profile_old: Profile, profile_new: Profile) -> set[tuple[object, ...]]:
+    """Every flow cell whose outcome changes, by evaluating every one of them (no restriction, no
+    classes): the cell-level enumeration the diff must agree with."""
+    ref_old, ref_new = ReferenceEvaluator(old, profile_old), ReferenceEvaluator(new, profile_new)
+    networks = sorted({str(n) for ref in (ref_old, ref_new) for n in ref.policy_networks()})
+    cells = address_cells(new.cluster, networks)
+    ports = source_port_cells((*ref_old.units, *ref_new.units), (old.cluster, new.cluster))
+    return {
+        (src.name, dst.name, port)
+        for src, dst, port, flow in flows(cells, ports)
+        if side_of(ref_old, flow).differs(side_of(ref_new, flow))
+    }
+
+
+def _cells_of(result: DiffResult, old: Inputs, new: Inputs) -> set[tuple[object, ...]]:
+    """The flow cells the regions of ``result`` cover (a region ``A → A`` holds no self-flow)."""
+    ref_old, ref_new = ReferenceEvaluator(old, result.profile_old), ReferenceEvaluator(new, result.profile_new)
+    networks = sorted({str(n) for ref in (ref_old, ref_new) for n in ref.policy_networks()})
+    cells = address_cells(new.cluster, networks)
+    ports = source_port_cells((*ref_old.units, *ref_new.units), (old.cluster, new.cluster))
+    out: set[tuple[object, ...]] = set()
+    for region in result.regions:
+        sources = [c for c in cells if _named(region.sources, c)]
+        targets = [c for c in cells if _named(region.destinations, c)]
+        spans = dict(region.ports)
+        covered = [p for p in ports if any(lo <= p.lo <= hi for lo, hi in spans.get(p.protocol.name, ()))]
+        out.update((s.name, d.name, p) for s in sources for d in targets for p in covered if s != d)
+    return out
+
+
+def _named(names: tuple[str, ...], cell: AddressCell) -> bool:
+    if cell.kind != "world":
+        return cell.name in names
+    return any(_world_contains(n, cell.representative) for n in names)  # type: ignore[arg-type]
+
+
+def _check_against_exhaustive(old: Inputs, new: Inputs, profile_old: Profile, profile_new: Profile) -> DiffResult:
+    restricted = semantic_diff(old, new, profile_old, profile_new)
+    full = semantic_diff(old, new, profile_old, profile_new, restrict=False)
+    assert restricted.regions == full.regions
+    assert _cells_of(restricted, old, new) == _exhaustive(old, new, profile_old, profile_new)
+    return restricted
+
+
+@pytest.mark.parametrize("name", sorted(CHANGES))
+def test_restricted_diff_equals_the_exhaustive_enumeration(name: str, tmp_path: Path) -> None:
+    objects = _synthetic()
+    old = _write(objects, tmp_path / "old")
+    changed = copy.deepcopy(objects)
+    CHANGES[name](changed)
+    new = _write(changed, tmp_path / "new")
+    result = _check_against_exhaustive(old, new, Profile.CILIUM, Profile.CILIUM)
+    assert result.equivalent == (name == "policies moved")
+    if name != "policies moved":
+        assert "changed polic" in result.scope
+
+
+def test_l7_rule_change_in_place_is_reported(tmp_path: Path) -> None:
+    """Only the HTTP path changes, at the same file and line: the redirect stays, its rules differ."""
+    objects = _synthetic()
+    old = _write(objects, tmp_path / "old")
+    changed = copy.deepcopy(objects)
+    _change_l7_rule(changed)
+    new = _write(changed, tmp_path / "new")
+    result = semantic_diff(old, new, Profile.CILIUM, Profile.CILIUM)
+    assert result.regions and all(r.l7_changed for r in result.regions)
+    assert {r.destinations for r in result.regions} == {("ns-0000/app-00-0", "ns-0000/app-00-1")}
+
+
+def test_profiles_differing_compares_every_flow(tmp_path: Path) -> None:
+    inputs = _write(_synthetic(), tmp_path / "p")
+    result = _check_against_exhaustive(inputs, inputs, Profile.K8S, Profile.CILIUM)
+    assert not result.equivalent and "profiles differ" in result.scope
+
+
+def test_cluster_change_compares_every_flow(tmp_path: Path) -> None:
+    objects = _synthetic()
+    old = _write(objects, tmp_path / "old")
+    changed = copy.deepcopy(objects)
+    next(o for o in changed if o["kind"] == "Namespace")["metadata"]["labels"]["team"] = "team-2"
+    new = _write(changed, tmp_path / "new")
+    result = _check_against_exhaustive(old, new, Profile.CILIUM, Profile.CILIUM)
+    assert not result.equivalent and "clusters differ" in result.scope
+
+
+@pytest.mark.slow
+@settings(max_examples=30)
+@given(seed=st.integers(0, 1000), change=st.sampled_from(sorted(CHANGES)), profile=st.sampled_from(list(Profile)))
+def test_restricted_diff_equals_the_exhaustive_enumeration_on_random_clusters(
+    seed: int, change: str, profile: Profile
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        objects = _synthetic(seed)
+        old = _write(objects, Path(tmp) / "old")
+        changed = copy.deepcopy(objects)
+        try:
+            CHANGES[change](changed)
+        except StopIteration:  # this seed has no such policy
+            return
+        new = _write(changed, Path(tmp) / "new")
+        _check_against_exhaustive(old, new, profile, profile)
