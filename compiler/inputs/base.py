@@ -9,9 +9,9 @@ use the Kubernetes field names as aliases. :func:`validate` turns pydantic's err
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from compiler.inputs.yamlload import Document, LocatedDict, LocatedList
 from compiler.source import InputError, InputErrors, SourceRef
@@ -21,23 +21,29 @@ _UNKNOWN = SourceRef("<unknown>", 0)
 
 
 class Model(BaseModel):
-    """Base of every input model: strict fields, Kubernetes names, a source position."""
+    """Base of every input model: strict fields, Kubernetes names, a source position.
+
+    The position (``_src``, and ``_lines`` per field) is kept in ``__pydantic_private__``, the
+    slot where pydantic keeps private attributes — compared by ``==``, copied and pickled with
+    the model — but is not declared as a ``PrivateAttr``: a declared private attribute makes
+    pydantic initialise defaults on every instance it validates, a sixth of the load time at
+    20k pods. :func:`attach_sources` fills it; objects made in code have none (``<unknown>``).
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=False, strict=False)
-    # Defaults are None (not a SourceRef or a dict) because pydantic deep-copies non-trivial
-    # private defaults for every object, which dominated load time at 20k pods.
-    _src: SourceRef | None = PrivateAttr(default=None)
-    _lines: dict[str, int] | None = PrivateAttr(default=None)
 
     @property
     def src(self) -> SourceRef:
         """Where this object starts."""
-        return self._src or _UNKNOWN
+        private = self.__pydantic_private__
+        return private["_src"] if private else _UNKNOWN
 
     def line_of(self, field: str) -> SourceRef:
         """Where one of this object's fields (by its Kubernetes name) was written."""
         src = self.src
-        return SourceRef(src.file, (self._lines or {}).get(field, src.line))
+        private = self.__pydantic_private__
+        lines = (private or {}).get("_lines") or {}
+        return SourceRef(src.file, lines.get(field, src.line))
 
 
 class LooseModel(Model):
@@ -146,14 +152,32 @@ def _field_names() -> set[str]:
 def attach_sources(obj: Model, data: Any, file: str) -> None:
     """Walk a validated model beside its located raw data and record positions."""
     line = getattr(data, "line", 1)
-    obj._src = SourceRef(file, line)
-    if isinstance(data, LocatedDict):
-        obj._lines = {str(k): v for k, v in data.key_lines.items()}
-    for name, info in type(obj).model_fields.items():
-        key = info.alias or name
+    lines = {str(k): v for k, v in data.key_lines.items()} if isinstance(data, LocatedDict) else None
+    object.__setattr__(obj, "__pydantic_private__", {"_src": SourceRef(file, line), "_lines": lines})
+    for name, key in _nested_fields(type(obj)):
         value = getattr(obj, name)
         raw = data.get(key) if isinstance(data, LocatedDict) else None
         _attach_value(value, raw, file)
+
+
+_NESTED: dict[type[Model], tuple[tuple[str, str], ...]] = {}
+
+
+def _nested_fields(model: type[Model]) -> tuple[tuple[str, str], ...]:
+    """(field name, Kubernetes key) of the fields whose type mentions a model: the only ones
+    :func:`_attach_value` can act on (a string, number or plain dict field holds no model)."""
+    found = _NESTED.get(model)
+    if found is None:
+        found = _NESTED[model] = tuple(
+            (name, info.alias or name) for name, info in model.model_fields.items() if _mentions_model(info.annotation)
+        )
+    return found
+
+
+def _mentions_model(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, Model):
+        return True
+    return any(_mentions_model(arg) for arg in get_args(annotation))
 
 
 def _attach_value(value: Any, raw: Any, file: str) -> None:
