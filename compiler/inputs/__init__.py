@@ -7,10 +7,11 @@ files are collected and reported together, each with file, line and field.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import ipaddress
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from compiler.cluster import (
@@ -26,6 +27,7 @@ from compiler.cluster import (
     ServicePort,
 )
 from compiler.inputs.base import validate
+from compiler.inputs.cache import DocumentCache, Entry
 from compiler.inputs.ciliumpolicy import CiliumPolicy
 from compiler.inputs.namespace import NamespaceObject
 from compiler.inputs.networkpolicy import NetworkPolicy
@@ -76,13 +78,37 @@ class InputFile:
 
 
 @dataclass(frozen=True)
+class Move:
+    """Where a policy reused from an earlier load really is (:mod:`compiler.inputs.cache`): its
+    objects still name the file and lines they were parsed at."""
+
+    file: str
+    line_delta: int
+
+    def locate(self, source: SourceRef) -> SourceRef:
+        return SourceRef(self.file, source.line + self.line_delta, source.column)
+
+
+@dataclass(frozen=True)
 class Inputs:
-    """Everything read from the inputs: the cluster and the policies, with provenance."""
+    """Everything read from the inputs: the cluster and the policies, with provenance.
+
+    ``moved`` is empty unless the load reused documents of an earlier one at another place
+    (``load_inputs(..., cache=)``): then it maps the display of each such policy to where it
+    is now, and whoever cites a position inside it must go through :meth:`locate` (the
+    reference evaluator's rule references do). The cluster's own sources are always exact.
+    """
 
     cluster: Cluster
     policies: tuple[Policy, ...]
     files: tuple[InputFile, ...]
     skipped_kinds: tuple[tuple[str, int], ...] = ()
+    moved: Mapping[str, Move] = field(default_factory=dict)
+
+    def locate(self, policy: str, source: SourceRef) -> SourceRef:
+        """Where a position inside the policy with this display is in these inputs."""
+        move = self.moved.get(policy)
+        return move.locate(source) if move is not None else source
 
 
 @dataclass
@@ -175,8 +201,22 @@ def load_inputs(
     pod_cidrs: Iterable[str] = (DEFAULT_POD_CIDR,),
     node_ip: str = DEFAULT_NODE_IP,
     cluster_name: str = DEFAULT_CLUSTER_NAME,
+    cache: DocumentCache | None = None,
 ) -> Inputs:
-    """Read ``-f`` paths (files, directories, ``-``) into a cluster and a policy set."""
+    """Read ``-f`` paths (files, directories, ``-``) into a cluster and a policy set.
+
+    With ``cache``, documents whose text an earlier load through the same cache parsed are
+    reused rather than parsed again (see :mod:`compiler.inputs.cache`); the result is the same,
+    except that reused policies are listed in ``Inputs.moved`` when they now sit elsewhere.
+    """
+    paths, pod_cidrs = list(paths), tuple(pod_cidrs)
+    if cache is not None:
+        try:
+            expanded = expand_paths(paths)
+            if "-" not in expanded:
+                return _load_cached(expanded, pod_cidrs, node_ip, cluster_name, cache)
+        except (InputError, InputErrors):
+            pass  # the plain load below reports every error, exactly as without a cache
     collected = _Collected()
     errors: list[InputError] = []
     files: list[InputFile] = []
@@ -206,6 +246,70 @@ def load_inputs(
         raise InputErrors(sorted(errors, key=lambda e: e.source or SourceRef("", 0)))
     policies = _check_unique_policies(collected.policies)
     return Inputs(cluster, policies, tuple(files), tuple(sorted(collected.skipped.items())))
+
+
+def _load_cached(
+    files: list[str], pod_cidrs: tuple[str, ...], node_ip: str, cluster_name: str, cache: DocumentCache
+) -> Inputs:
+    """:func:`load_inputs` through a cache; raises on the first error (the caller then redoes a
+    plain load for the full report)."""
+    collected = _Collected()
+    input_files: list[InputFile] = []
+    moved: dict[str, Move] = {}
+    for file in files:
+        text = read_source(file)
+        input_files.append(InputFile(file, hashlib.sha256(text.encode()).hexdigest()))
+        for entry in cache.entries(file, text, _parse_entries):
+            if entry.bucket == "skipped":
+                collected.skipped[entry.value] = collected.skipped.get(entry.value, 0) + 1
+                continue
+            getattr(collected, entry.bucket).append((entry.value, entry.doc))
+            if entry.parsed_at is not None and entry.bucket == "policies":
+                moved[entry.value.display] = Move(entry.doc.file, entry.doc.source.line - entry.parsed_at.line)
+    parts = [*collected.namespaces, *collected.pods, *collected.workloads, *collected.services]
+    key = (tuple(id(model) for model, _ in parts), pod_cidrs, node_ip, cluster_name)
+    known = cache.cluster(key)
+    if known is None:
+        cluster = _build_cluster(collected, pod_cidrs, node_ip, cluster_name)
+        cache.remember_cluster(key, (cluster, {id(model): doc.source for model, doc in parts}, parts))
+    else:  # the same objects under the same options: the same cluster, with this load's sources
+        built, sources, _ = known
+        where = {sources[id(model)]: doc.source for model, doc in parts if sources[id(model)] != doc.source}
+        cluster = _relocated(built, where)
+    policies = _check_unique_policies(collected.policies)
+    return Inputs(cluster, policies, tuple(input_files), tuple(sorted(collected.skipped.items())), moved)
+
+
+def _parse_entries(file: str, text: str) -> list[Entry]:
+    """One text's documents, validated, in document order (the cache's parser)."""
+    out: list[Entry] = []
+    for doc in documents(file, text):
+        one = _Collected()
+        _dispatch(one, doc)
+        for bucket in ("namespaces", "pods", "workloads", "services", "policies"):
+            out.extend(Entry(bucket, model, d) for model, d in getattr(one, bucket))
+        out.extend(Entry("skipped", kind, doc) for kind in one.skipped)
+    return out
+
+
+def _relocated(cluster: Cluster, where: dict[SourceRef, SourceRef]) -> Cluster:
+    """``cluster`` with its namespaces', endpoints' and services' sources moved per ``where``."""
+    if not where:
+        return cluster
+
+    def move(obj: Any) -> Any:
+        if obj.source not in where:
+            return obj
+        moved = copy.copy(obj)  # a shallow copy keeps what the object cached (parsed addresses)
+        object.__setattr__(moved, "source", where[obj.source])
+        return moved
+
+    return replace(
+        cluster,
+        namespaces={name: move(ns) for name, ns in cluster.namespaces.items()},
+        endpoints=tuple(move(ep) for ep in cluster.endpoints),
+        services=tuple(move(svc) for svc in cluster.services),
+    )
 
 
 def _check_unique_policies(items: list[tuple[Policy, Document]]) -> tuple[Policy, ...]:

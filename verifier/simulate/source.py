@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.cluster import Endpoint
+from compiler.cluster import Cluster, Endpoint
 from compiler.flow import (
     Decision,
     Direction,
@@ -33,7 +33,7 @@ from compiler.flow import (
     Protocol,
     RuleRef,
 )
-from compiler.inputs import Inputs
+from compiler.inputs import Inputs, Policy
 from compiler.l7match import l7_rule_matches
 from compiler.labels import Label, LabelFilter
 from compiler.source import InputError, SourceRef
@@ -59,7 +59,7 @@ from verifier.simulate.source_rules import (
     SelectorPeer,
     ServicePeer,
     SourceRule,
-    policy_units,
+    units_by_policy,
 )
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -147,29 +147,58 @@ class ReferenceEvaluator:
 
     ``label_filter`` is the ``cilium`` profile's label filter (default: Cilium's default
     filter); the ``k8s`` profile sees every label and ignores it.
+
+    ``share`` is an evaluator of another policy set on a cluster *equal in content* to this
+    one's, under the same profile and label filter — the caller vouches for the cluster
+    (``netpolc diff`` compares them first; the rest is checked). This evaluator then uses its
+    cluster object and address views, and the units of the policy objects both inputs hold
+    (a cached load shares unchanged documents), so a second version costs only its changes.
     """
 
     def __init__(
-        self, inputs: Inputs, profile: Profile = Profile.CILIUM, label_filter: LabelFilter | None = None
+        self,
+        inputs: Inputs,
+        profile: Profile = Profile.CILIUM,
+        label_filter: LabelFilter | None = None,
+        *,
+        share: ReferenceEvaluator | None = None,
     ) -> None:
         self.inputs = inputs
         self.profile = profile
-        self.cluster = inputs.cluster
-        self._views = LabelViews(self.cluster, self._visibility(profile, label_filter))
-        self._units = policy_units(inputs, profile)
+        self._label_filter = label_filter
+        self.cluster: Cluster
+        self._views: LabelViews
+        self._by_policy: list[tuple[Policy, tuple[PolicyUnit, ...]]]
+        known: dict[int, tuple[PolicyUnit, ...]] = {}
+        if share is not None:
+            if share.profile is not profile or share._label_filter != label_filter:
+                raise ValueError("a shared evaluator must have the same profile and label filter")
+            self.cluster = share.cluster
+            self._views = share._views
+            known = {id(p): units for p, units in share._by_policy if p.display not in share.inputs.moved}
+        else:
+            self.cluster = inputs.cluster
+            self._views = LabelViews(self.cluster, self._visibility(profile, label_filter))
+        self._by_policy = units_by_policy(inputs, profile, known)
+        self._units = tuple(u for _, units in self._by_policy for u in units)
         self._by_namespace, self._any_namespace = _subject_index(self._units)
         self._with_parsers = frozenset(
             i for i, u in enumerate(self._units)
             if any(pm.parser for rules in u.allows.values() for r in rules for pm in r.ports or ())
         )
         self._selecting: dict[str, tuple[PolicyUnit, ...]] = {}
+        self._networks: list[IPNetwork] | None = None
         self._parsers_checked: set[tuple[str, Direction]] = set()
-        named: dict[tuple[str, str], set[int]] = defaultdict(set)
-        for ep in self.cluster.endpoints:
-            for port in ep.ports:
-                if port.name:
-                    named[(port.name, port.protocol)].add(port.port)
-        self._cluster_named_ports = {key: frozenset(numbers) for key, numbers in named.items()}
+        self._cluster_named_ports: dict[tuple[str, str], frozenset[int]]
+        if share is not None:
+            self._cluster_named_ports = share._cluster_named_ports
+        else:
+            named: dict[tuple[str, str], set[int]] = defaultdict(set)
+            for ep in self.cluster.endpoints:
+                for port in ep.ports:
+                    if port.name:
+                        named[(port.name, port.protocol)].add(port.port)
+            self._cluster_named_ports = {key: frozenset(numbers) for key, numbers in named.items()}
 
     @staticmethod
     def _visibility(profile: Profile, label_filter: LabelFilter | None) -> Callable[[str, str], bool]:
@@ -346,6 +375,11 @@ class ReferenceEvaluator:
     def policy_networks(self) -> list[IPNetwork]:
         """Every prefix a peer test can look at: CIDR peers and their excepts, and ``cidr:``
         selector keys (a world address carries a ``cidr:`` label per prefix holding it, §1)."""
+        if self._networks is None:
+            self._networks = self._find_networks()
+        return list(self._networks)
+
+    def _find_networks(self) -> list[IPNetwork]:
         nets: set[IPNetwork] = set()
 
         def requirement_nets(reqs: Iterable[Requirement]) -> None:
