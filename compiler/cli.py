@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from compiler.inputs import Inputs
+    from compiler.inputs.cache import DocumentCache
     from compiler.labels import LabelFilter
     from verifier.simulate.targets import TargetSimulator
 
@@ -84,7 +85,7 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(args: argparse.Namespace) -> Inputs:
+def _load(args: argparse.Namespace, cache: DocumentCache | None = None) -> Inputs:
     from compiler.inputs import load_inputs
 
     try:
@@ -96,6 +97,7 @@ def _load(args: argparse.Namespace) -> Inputs:
         pod_cidrs=tuple(args.pod_cidrs or [DEFAULT_POD_CIDR]),
         node_ip=args.node_ip,
         cluster_name=args.cluster_name,
+        cache=cache,
     )
 
 
@@ -481,6 +483,23 @@ def _split(values: Sequence[str] | None) -> list[str] | None:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    """Load both versions through one document cache (NEW parses only what differs from OLD)
+    and compare them. The cyclic garbage collector is off meanwhile: the two versions are
+    millions of long-lived, acyclic objects, and its full passes over them cost more than the
+    loading itself at 20k pods (the peak memory is the same with and without it)."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _diff(args)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from compiler.inputs.cache import DocumentCache
     from verifier.diff.compute import semantic_diff
     from verifier.diff.render import RENDERERS
     from verifier.diff.sources import materialize
@@ -488,17 +507,21 @@ def cmd_diff(args: argparse.Namespace) -> int:
     base = Profile(args.profile)
     old_profile = Profile(args.profile_old) if args.profile_old else base
     new_profile = Profile(args.profile_new) if args.profile_new else base
+    cache = DocumentCache()
     loaded = []
+    start = time.monotonic()
     for spec in (args.old, args.new):
         with materialize(spec) as local:
             args.files = [local]
             try:
-                loaded.append(_load(args))
+                loaded.append(_load(args, cache))
             except InputErrors as err:
                 raise InputErrors([_relabel(e, local, spec) for e in err.errors]) from None
             except InputError as err:
                 raise _relabel(err, local, spec) from None
     old, new = loaded
+    _progress(f"loaded both versions in {time.monotonic() - start:.1f}s "
+              f"({cache.parsed} documents parsed, {cache.reused} reused)")
     start = time.monotonic()
     result = semantic_diff(old, new, old_profile, new_profile, _label_filter(args), progress=_progress)
     _progress(f"{result.cells} flow cells compared in {time.monotonic() - start:.1f}s")

@@ -119,9 +119,10 @@ def semantic_diff(
     """
     if old.cluster is not new.cluster:
         _check_same_cluster(old, new)
-    ref_old = ReferenceEvaluator(old, profile_old, label_filter)
-    ref_new = ReferenceEvaluator(new, profile_new, label_filter)
     scope = diff_scope(old, new, profile_old, profile_new)
+    ref_old = ReferenceEvaluator(old, profile_old, label_filter)
+    # same cluster and profile (a restricted scope): NEW shares OLD's views and unchanged units
+    ref_new = ReferenceEvaluator(new, profile_new, label_filter, share=ref_old if scope.restricted else None)
     if not restrict and scope.restricted:
         scope = Scope(False, scope.changed, "restriction turned off")
     ports = source_port_cells((*ref_old.units, *ref_new.units), {id(c): c for c in (old.cluster, new.cluster)}.values())
@@ -151,27 +152,33 @@ def _affected(
     endpoint class, or those a changed policy's unit selects in a version where it has that
     direction.
 
-    Every endpoint class is also checked for conflicting L7 parsers in both versions, as the
-    full comparison would (it refuses them), so an input it refuses is refused here too.
+    Endpoints are also checked for conflicting L7 parsers, which the full comparison refuses:
+    every class in OLD, and in NEW every class when unrestricted, else the affected ones (an
+    endpoint no changed unit selects has the same units, so the same conflicts, in both).
     """
     egress: set[int] = set()
     ingress: set[int] = set()
+    endpoints = [c for c in classes if c.kind == "endpoint"]
     for ref in (ref_old, ref_new):
-        changed = [u for u in ref.units if u.display in scope.changed]
-        for cls in classes:
+        changed = [u for u in ref.units if u.display in scope.changed] if scope.restricted else []
+        for cls in endpoints:
             ep = ref.view(cls.address).endpoint
-            if cls.kind != "endpoint" or ep is None:
+            if ep is None:
                 continue
-            ref.check_parsers(ep)
-            for unit in changed if scope.restricted else ():
+            if ref is ref_old or not scope.restricted:
+                ref.check_parsers(ep)
+            for unit in changed:
                 if ref.selects(unit, ep):
                     if Direction.EGRESS in unit.directions:
                         egress.add(cls.index)
                     if Direction.INGRESS in unit.directions:
                         ingress.add(cls.index)
-            if not scope.restricted:
-                egress.add(cls.index)
-                ingress.add(cls.index)
+    if not scope.restricted:
+        return {c.index for c in endpoints}, {c.index for c in endpoints}
+    for cls in endpoints:
+        ep = ref_new.view(cls.address).endpoint
+        if ep is not None and (cls.index in egress or cls.index in ingress):
+            ref_new.check_parsers(ep)
     return egress, ingress
 
 

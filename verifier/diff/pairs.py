@@ -34,6 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from compiler.cluster import Endpoint
 from compiler.flow import Decision, Direction, DirectionDecision, Flow, IPAddress, Protocol
 from verifier.diff.outcome import Side, decided_side, l7_admitted
 from verifier.regions import AddressCell, PortCell
@@ -61,34 +62,37 @@ class CellClass:
 
 def cell_classes(cells: Sequence[AddressCell], refs: Sequence[ReferenceEvaluator]) -> list[CellClass]:
     """Group endpoint cells by what the evaluators can see of them (see the module docstring)."""
-    networks = sorted(
-        {n for ref in refs for n in ref.policy_networks()}, key=lambda n: (n.version, str(n))
-    )
+    networks = sorted({n for ref in refs for n in ref.policy_networks()}, key=lambda n: (n.version, str(n)))
+    clusters = list({id(ref.cluster): ref.cluster for ref in refs}.values())
+    raw_kinds: dict[tuple[object, ...], int] = {}  # an endpoint's own fields, in every cluster
+    kinds: dict[tuple[object, ...], int] = {}  # what the evaluators see of it
+    kind_of_raw: list[int] = []
     by_key: dict[tuple[object, ...], list[AddressCell]] = defaultdict(list)
-    raw_views: dict[tuple[object, ...], tuple[object, ...]] = {}
     others: list[AddressCell] = []
     for cell in cells:
         if cell.kind != "endpoint":
             others.append(cell)
             continue
         address = cell.representative
-        raw = tuple(_raw_key(ref, address) for ref in refs)
-        view = raw_views.get(raw)
-        if view is None:  # endpoints with the same raw fields have the same views: compute once
-            view = raw_views[raw] = tuple(ref.view(address).labels for ref in refs)
+        raw = tuple(_raw_key(cluster.endpoint_at(address)) for cluster in clusters)
+        raw_kind = raw_kinds.setdefault(raw, len(raw_kinds))
+        if raw_kind == len(kind_of_raw):  # first endpoint with these fields: its views decide
+            seen = (tuple(r[:2] for r in raw), tuple(ref.view(address).labels for ref in refs))
+            kind_of_raw.append(kinds.setdefault(seen, len(kinds)))
         inside = tuple(address in n for n in networks)
-        by_key[(raw, view, address.version, inside)].append(cell)
+        by_key[(kind_of_raw[raw_kind], address.version, inside)].append(cell)
     groups = sorted(by_key.values(), key=lambda members: members[0].name)
     classes = [CellClass(i, "endpoint", tuple(m)) for i, m in enumerate(groups)]
     classes.extend(CellClass(len(classes) + i, c.kind, (c,)) for i, c in enumerate(others))
     return classes
 
 
-def _raw_key(ref: ReferenceEvaluator, address: IPAddress) -> tuple[object, ...]:
-    ep = ref.cluster.endpoint_at(address)
+def _raw_key(ep: Endpoint | None) -> tuple[object, ...]:
+    """An endpoint's namespace, ports, service account and labels (its view is a function of
+    them); the first two stay in the class key, the view replaces the rest."""
     if ep is None:  # the address is not an endpoint in this version (clusters differ)
         return ("not an endpoint",)
-    return (ep.namespace, tuple(sorted(ep.labels.items())), ep.service_account, ep.ports)
+    return (ep.namespace, ep.ports, ep.service_account, frozenset(ep.labels.items()))
 
 
 @dataclass(frozen=True)
