@@ -35,7 +35,7 @@ from compiler.labels import LabelFilter
 from compiler.source import NetpolcError
 from verifier.diff.outcome import Outcome, Side
 from verifier.diff.pairs import CellClass, Changed, VersionEvaluator, cell_classes, compare
-from verifier.diff.scope import Scope, diff_scope
+from verifier.diff.scope import Scope, changed_directions, diff_scope
 from verifier.regions import AddressCell, PortCell, address_cells, source_port_cells
 from verifier.simulate.source import ReferenceEvaluator
 
@@ -125,6 +125,8 @@ def semantic_diff(
     ref_new = ReferenceEvaluator(new, profile_new, label_filter, share=ref_old if scope.restricted else None)
     if not restrict and scope.restricted:
         scope = Scope(False, scope.changed, "restriction turned off")
+    if scope.restricted:
+        scope = changed_directions(scope, ref_old.units, ref_new.units)
     ports = source_port_cells((*ref_old.units, *ref_new.units), {id(c): c for c in (old.cluster, new.cluster)}.values())
     # world addresses are cut at every prefix a peer test of either version looks at: CIDR peers
     # and excepts, and `cidr:` selector keys (a world address carries a cidr: label per prefix)
@@ -149,8 +151,8 @@ def _affected(
     classes: Sequence[CellClass], scope: Scope, ref_old: ReferenceEvaluator, ref_new: ReferenceEvaluator
 ) -> tuple[set[int], set[int]]:
     """Class indexes whose egress / ingress may change (:mod:`verifier.diff.scope`): every
-    endpoint class, or those a changed policy's unit selects in a version where it has that
-    direction.
+    endpoint class, or those selected by a unit, in a version where it has that direction, of a
+    policy changed in that direction.
 
     Endpoints are also checked for conflicting L7 parsers, which the full comparison refuses:
     every class in OLD, and in NEW every class when unrestricted, else the affected ones (an
@@ -159,20 +161,21 @@ def _affected(
     egress: set[int] = set()
     ingress: set[int] = set()
     endpoints = [c for c in classes if c.kind == "endpoint"]
+    wanted = {d: scope.changed_in.get(d, frozenset()) for d in Direction}
     for ref in (ref_old, ref_new):
-        changed = [u for u in ref.units if u.display in scope.changed] if scope.restricted else []
+        changed = [
+            (u, [d for d in u.directions if u.display in wanted[d]]) for u in ref.units if u.display in scope.changed
+        ] if scope.restricted else []
         for cls in endpoints:
             ep = ref.view(cls.address).endpoint
             if ep is None:
                 continue
             if ref is ref_old or not scope.restricted:
                 ref.check_parsers(ep)
-            for unit in changed:
-                if ref.selects(unit, ep):
-                    if Direction.EGRESS in unit.directions:
-                        egress.add(cls.index)
-                    if Direction.INGRESS in unit.directions:
-                        ingress.add(cls.index)
+            for unit, directions in changed:
+                if directions and ref.selects(unit, ep):
+                    for direction in directions:
+                        (egress if direction is Direction.EGRESS else ingress).add(cls.index)
     if not scope.restricted:
         return {c.index for c in endpoints}, {c.index for c in endpoints}
     for cls in endpoints:

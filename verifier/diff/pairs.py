@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from compiler.cluster import Endpoint
 from compiler.flow import Decision, Direction, DirectionDecision, Flow, IPAddress, Protocol
@@ -42,10 +43,10 @@ from verifier.simulate.source import PeerRules, ReferenceEvaluator, RuleMatch
 from verifier.simulate.source_rules import PolicyUnit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CellClass:
     """Address cells policy cannot tell apart in either version (endpoints), or one cell (the node,
-    a world range)."""
+    a world range). Compared and hashed by identity: one comparison makes each class once."""
 
     index: int
     kind: str  # "endpoint", "host", "world"
@@ -110,6 +111,7 @@ class VersionEvaluator:
 
     ref: ReferenceEvaluator
     evaluations: int = 0
+    _tokens: dict[tuple[object, ...], int] = field(default_factory=dict)
     _decided: dict[tuple[object, ...], Decided] = field(default_factory=dict)
     _sides: dict[tuple[object, ...], Side] = field(default_factory=dict)
 
@@ -131,8 +133,14 @@ class VersionEvaluator:
         view = self.ref.view(own)
         return () if view.endpoint is None else view.endpoint.ports
 
+    def token(self, rules: PeerRules | None) -> int:
+        """A small number standing for ``rules.key`` in this version (-1: no policy side)."""
+        if rules is None:
+            return -1
+        return self._tokens.setdefault(rules.key, len(self._tokens))
+
     def decide(self, rules: PeerRules, flow: Flow) -> Decided:
-        key = (rules.key, flow.protocol, flow.port)
+        key = (self.token(rules), flow.protocol, flow.port)
         found = self._decided.get(key)
         if found is None:
             decision, matches = self.ref.decide(rules, flow)
@@ -141,12 +149,7 @@ class VersionEvaluator:
 
     def side(self, egress: PeerRules | None, ingress: PeerRules | None, flow: Flow) -> Side:
         """The outcome of a flow from both directions' rules (memoized: equal keys, equal outcome)."""
-        key = (
-            None if egress is None else egress.key,
-            None if ingress is None else ingress.key,
-            flow.protocol,
-            flow.port,
-        )
+        key = (self.token(egress), self.token(ingress), flow.protocol, flow.port)
         found = self._sides.get(key)
         if found is None:
             self.evaluations += 1
@@ -177,6 +180,28 @@ class Comparison:
     evaluations: int  # distinct (egress rules, ingress rules, port) outcomes computed, both versions
 
 
+@dataclass
+class _Run:
+    """Both versions, and what one comparison found so far."""
+
+    old: VersionEvaluator
+    new: VersionEvaluator
+    found: list[Changed] = field(default_factory=list)
+    pairs: int = 0
+    #: per rule sets of a pair in both versions and port list: the ports whose outcome changes
+    changes: dict[tuple[object, ...], tuple[Sequence[PortCell], list[tuple[PortCell, Side, Side]]]] = field(
+        default_factory=dict
+    )
+
+    @property
+    def versions(self) -> tuple[VersionEvaluator, VersionEvaluator]:
+        return self.old, self.new
+
+    def rules(self, direction: Direction, own: IPAddress, peer: IPAddress) -> tuple[PeerRules | None, PeerRules | None]:
+        """``own``'s rules in ``direction`` selecting ``peer``, in OLD and in NEW."""
+        return self.old.rules(direction, own, peer), self.new.rules(direction, own, peer)
+
+
 def compare(
     classes: Sequence[CellClass],
     ports: Sequence[PortCell],
@@ -189,115 +214,113 @@ def compare(
     """Every (source class, destination class, port cell) whose outcome differs, among the flows
     whose source's egress (``egress_affected``) or destination's ingress (``ingress_affected``)
     may differ — by class index. See the module docstring for why this is exhaustive."""
-    found: list[Changed] = []
+    run = _Run(old, new)
     port_lists = {v: [p for p in ports if _family_ok(p.protocol, v)] for v in (4, 6)}
     sources = [c for c in classes if c.index in egress_affected]
     targets = [c for c in classes if c.index in ingress_affected]
     progress(f"comparing from {len(sources)} and to {len(targets)} of {len(classes)} address classes")
-    pairs = 0
-    for group in _same_policy(sources, Direction.EGRESS, old, new):
-        pairs += _pass_egress(group, classes, port_lists[group[0].family], (old, new), ingress_affected, found)
+    groups = _same_policy(sources, Direction.EGRESS, run)
+    buckets = _alike(classes, groups, Direction.EGRESS, run)
+    for group in groups:
+        _pass_egress(group, buckets, port_lists[group[0].family], ingress_affected, run)
     others = [c for c in classes if c.index not in egress_affected]
-    for group in _same_policy(targets, Direction.INGRESS, old, new):
-        pairs += _pass_ingress(group, others, port_lists[group[0].family], (old, new), found)
-    return Comparison(found, pairs, old.evaluations + new.evaluations)
+    groups = _same_policy(targets, Direction.INGRESS, run)
+    buckets = _alike(others, groups, Direction.INGRESS, run)
+    for group in groups:
+        _pass_ingress(group, buckets, port_lists[group[0].family], run)
+    return Comparison(run.found, run.pairs, old.evaluations + new.evaluations)
 
 
-def _same_policy(
-    classes: Sequence[CellClass], direction: Direction, old: VersionEvaluator, new: VersionEvaluator
-) -> list[list[CellClass]]:
+def _same_policy(classes: Sequence[CellClass], direction: Direction, run: _Run) -> list[list[CellClass]]:
     """Endpoint classes with the same units in ``direction`` in both versions (and the same
     family, and on ingress the same declared ports, which named ports resolve against): the rules
     of their policy that select a given peer are the same, so they share that computation."""
     groups: dict[tuple[object, ...], list[CellClass]] = defaultdict(list)
     for cls in classes:
-        key = tuple(tuple(id(u) for u in v.units(direction, cls.address)) for v in (old, new))
-        ports = tuple(v.own_ports(cls.address) for v in (old, new)) if direction is Direction.INGRESS else ()
+        key = tuple(tuple(id(u) for u in v.units(direction, cls.address)) for v in run.versions)
+        ports = tuple(v.own_ports(cls.address) for v in run.versions) if direction is Direction.INGRESS else ()
         groups[(key, ports, cls.family)].append(cls)
     return list(groups.values())
 
 
-Member = tuple[CellClass, PeerRules, PeerRules]
+def _alike(
+    classes: Sequence[CellClass], groups: Sequence[Sequence[CellClass]], direction: Direction, run: _Run
+) -> list[list[CellClass]]:
+    """``classes`` (the other side of a pass) bucketed so that, for every group's policy in
+    ``direction`` and both versions, all classes of a bucket select the same rules: equal
+    :meth:`ReferenceEvaluator.peer_signature` over the union of the groups' peer tests. A pass
+    then finds a group's rules once per bucket instead of once per class."""
+    if not groups:
+        return []
+    tests = [_union_tests(v, direction, [g[0].address for g in groups]) for v in run.versions]
+    buckets: dict[tuple[object, ...], list[CellClass]] = defaultdict(list)
+    for cls in classes:
+        views = (v.ref.view(cls.address) for v in run.versions)
+        signature = tuple(
+            v.ref.peer_signature(direction, view, t) for v, view, t in zip(run.versions, views, tests, strict=True)
+        )
+        buckets[(cls.family, signature)].append(cls)
+    return list(buckets.values())
+
+
+def _union_tests(version: VersionEvaluator, direction: Direction, owners: Iterable[IPAddress]) -> list[Any]:
+    seen: dict[tuple[int, object], Any] = {}
+    for owner in owners:
+        ep = version.ref.view(owner).endpoint
+        for peer, requires in version.ref.peer_tests(direction, ep) if ep is not None else ():
+            seen.setdefault((id(peer), requires), (peer, requires))
+    return list(seen.values())
 
 
 def _pass_egress(
     group: Sequence[CellClass],
-    classes: Iterable[CellClass],
+    buckets: Iterable[Sequence[CellClass]],
     ports: Sequence[PortCell],
-    versions: tuple[VersionEvaluator, VersionEvaluator],
     ingress_affected: set[int],
-    found: list[Changed],
-) -> int:
-    """Pass A for source classes sharing their egress policy: every destination class, grouped by
-    the egress rules that select it; a destination whose ingress cannot change is compared only on
-    the ports where the egress decision moved."""
+    run: _Run,
+) -> None:
+    """Pass A for source classes sharing their egress policy, against every bucket of destination
+    classes selecting the same egress rules; a destination whose ingress cannot change is
+    compared only on the ports where the egress decision moved."""
     source = group[0].address
-    buckets: dict[tuple[object, ...], list[Member]] = defaultdict(list)
-    for b in classes:
-        if b.family != group[0].family:
+    for bucket in buckets:
+        if bucket[0].family != group[0].family:
             continue
-        eg_old, eg_new = _both(Direction.EGRESS, source, b.address, versions)
-        assert eg_old is not None and eg_new is not None  # the group holds endpoint classes
-        buckets[(eg_old.key, eg_new.key)].append((b, eg_old, eg_new))
-    pairs = 0
-    for members in buckets.values():
-        _, eg_old, eg_new = members[0]
-        hot = _moved_ports(ports, source, members[0][0].address, (eg_old, eg_new), versions)
-        for b, eg_old, eg_new in members:
+        egress = run.rules(Direction.EGRESS, source, bucket[0].address)
+        hot = _moved_ports(ports, source, bucket[0].address, egress, run)
+        for b in bucket:
             todo = ports if b.index in ingress_affected else hot
             for a in group:
                 addresses = _pair(a, b)
                 if addresses is None:
                     continue
-                pairs += 1
-                if not todo:
-                    continue
-                src, dst = addresses
-                in_old, in_new = _both(Direction.INGRESS, dst, src, versions)
-                _record(a, b, todo, src, dst, (eg_old, in_old), (eg_new, in_new), versions, found)
-    return pairs
+                run.pairs += 1
+                if todo:
+                    src, dst = addresses
+                    _record(a, b, todo, src, dst, egress, run.rules(Direction.INGRESS, dst, src), run)
 
 
 def _pass_ingress(
-    group: Sequence[CellClass],
-    classes: Iterable[CellClass],
-    ports: Sequence[PortCell],
-    versions: tuple[VersionEvaluator, VersionEvaluator],
-    found: list[Changed],
-) -> int:
-    """Pass B for destination classes sharing their ingress policy: every source class whose egress
-    cannot change, grouped by the ingress rules that select it, compared only on the ports where
-    the ingress decision moved."""
+    group: Sequence[CellClass], buckets: Iterable[Sequence[CellClass]], ports: Sequence[PortCell], run: _Run
+) -> None:
+    """Pass B for destination classes sharing their ingress policy, against every bucket of
+    source classes (whose egress cannot change) selecting the same ingress rules, compared only
+    on the ports where the ingress decision moved."""
     target = group[0].address
-    buckets: dict[tuple[object, ...], list[Member]] = defaultdict(list)
-    for a in classes:
-        if a.family != group[0].family:
+    for bucket in buckets:
+        if bucket[0].family != group[0].family:
             continue
-        in_old, in_new = _both(Direction.INGRESS, target, a.address, versions)
-        assert in_old is not None and in_new is not None  # the group holds endpoint classes
-        buckets[(in_old.key, in_new.key)].append((a, in_old, in_new))
-    pairs = 0
-    for members in buckets.values():
-        _, in_old, in_new = members[0]
-        hot = _moved_ports(ports, members[0][0].address, target, (in_old, in_new), versions)
-        for a, in_old, in_new in members:
+        ingress = run.rules(Direction.INGRESS, target, bucket[0].address)
+        hot = _moved_ports(ports, bucket[0].address, target, ingress, run)
+        for a in bucket:
             for b in group:
                 addresses = _pair(a, b)
                 if addresses is None:
                     continue
-                pairs += 1
-                if not hot:
-                    continue
-                src, dst = addresses
-                eg_old, eg_new = _both(Direction.EGRESS, src, dst, versions)
-                _record(a, b, hot, src, dst, (eg_old, in_old), (eg_new, in_new), versions, found)
-    return pairs
-
-
-def _both(
-    direction: Direction, own: IPAddress, peer: IPAddress, versions: tuple[VersionEvaluator, VersionEvaluator]
-) -> tuple[PeerRules | None, PeerRules | None]:
-    return versions[0].rules(direction, own, peer), versions[1].rules(direction, own, peer)
+                run.pairs += 1
+                if hot:
+                    src, dst = addresses
+                    _record(a, b, hot, src, dst, run.rules(Direction.EGRESS, src, dst), ingress, run)
 
 
 def _family_ok(protocol: Protocol, family: int) -> bool:
@@ -324,15 +347,16 @@ def _moved_ports(
     ports: Sequence[PortCell],
     src: IPAddress,
     dst: IPAddress,
-    rules: tuple[PeerRules, PeerRules],
-    versions: tuple[VersionEvaluator, VersionEvaluator],
+    rules: tuple[PeerRules | None, PeerRules | None],
+    run: _Run,
 ) -> list[PortCell]:
-    """The ports on which one direction's decision differs between the versions (by projection)."""
-    (old_rules, new_rules), (old, new) = rules, versions
+    """The ports on which one direction's decision (by projection) differs between the versions."""
+    old_rules, new_rules = rules
+    assert old_rules is not None and new_rules is not None  # the pass's own side is an endpoint
     out = []
     for port in ports:
         flow = _flow(src, dst, port)
-        if old.decide(old_rules, flow).projection != new.decide(new_rules, flow).projection:
+        if run.old.decide(old_rules, flow).projection != run.new.decide(new_rules, flow).projection:
             out.append(port)
     return out
 
@@ -347,15 +371,22 @@ def _record(
     ports: Sequence[PortCell],
     src: IPAddress,
     dst: IPAddress,
-    rules_old: tuple[PeerRules | None, PeerRules | None],
-    rules_new: tuple[PeerRules | None, PeerRules | None],
-    versions: tuple[VersionEvaluator, VersionEvaluator],
-    found: list[Changed],
+    egress: tuple[PeerRules | None, PeerRules | None],
+    ingress: tuple[PeerRules | None, PeerRules | None],
+    run: _Run,
 ) -> None:
-    old, new = versions
-    for port in ports:
-        flow = _flow(src, dst, port)
-        before, after = old.side(*rules_old, flow), new.side(*rules_new, flow)
-        if before.differs(after):
-            found.append((a, b, port, before, after))
-
+    """Compare the pair on ``ports`` (the rules of both directions, in OLD and NEW). Pairs with
+    the same rules in both versions and the same port list have the same changes, so those are
+    computed once (kept with the port list, whose identity is part of the key)."""
+    old, new = run.versions
+    key = (old.token(egress[0]), old.token(ingress[0]), new.token(egress[1]), new.token(ingress[1]), id(ports))
+    known = run.changes.get(key)
+    if known is None:
+        changes = []
+        for port in ports:
+            flow = _flow(src, dst, port)
+            before, after = old.side(egress[0], ingress[0], flow), new.side(egress[1], ingress[1], flow)
+            if before.differs(after):
+                changes.append((port, before, after))
+        known = run.changes[key] = (ports, changes)
+    run.found.extend((a, b, port, before, after) for port, before, after in known[1])

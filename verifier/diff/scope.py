@@ -32,6 +32,14 @@ content, same order), the same peer views and the same tables, so the same decis
 file:line of the rules can differ, which no outcome depends on. Restricting the comparison to
 those flows is therefore exact: the result is "equivalent" only if no flow differs.
 
+Finer, per direction (:func:`changed_directions`): a unit takes part in an endpoint's decision
+in one direction only through its part for that direction — whether it has the direction, its
+subject, whether it is a NetworkPolicy (default allow is Cilium-only), its default-deny setting,
+allow and deny rules (peers, ports, L7 rules, their policy and path) and fromRequires /
+toRequires for that direction. A changed policy whose units' egress parts are equal in both
+versions (say only an ingress rule moved to another port) changes no egress decision, so its
+subjects count as egress-affected only if another policy changed in egress selects them.
+
 When the profiles or the clusters differ, every unit may decide differently (label filter,
 CIDR semantics, labels of the peers), so there is no restriction: every endpoint counts as
 affected in both directions and the comparison covers the whole flow space.
@@ -39,12 +47,14 @@ affected in both directions and the comparison covers the whole flow space.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from compiler.cluster import Cluster
-from compiler.flow import Profile
+from compiler.flow import Direction, Profile
 from compiler.inputs import Inputs, Policy
+from verifier.simulate.source_rules import PolicyUnit, PortMatch, SourceRule
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,8 @@ class Scope:
     restricted: bool
     changed: frozenset[str]  # policy displays ("NetworkPolicy ns/name"), changed in either version
     reason: str = ""
+    #: per direction, the changed policies whose part for it differs (:func:`changed_directions`)
+    changed_in: Mapping[Direction, frozenset[str]] = field(default_factory=dict)
 
     def __str__(self) -> str:
         if not self.restricted:
@@ -122,3 +134,55 @@ def cluster_signature(cluster: Cluster) -> tuple[object, ...]:
 
 def _items(mapping: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(mapping.items()))
+
+
+def changed_directions(scope: Scope, old: Iterable[PolicyUnit], new: Iterable[PolicyUnit]) -> Scope:
+    """``scope`` with, per direction, the changed policies whose units' parts for that direction
+    (see the module docstring) differ between the two versions' units."""
+    before, after = _parts(old, scope.changed), _parts(new, scope.changed)
+    changed_in = {
+        d: frozenset(p for p in scope.changed if before.get((p, d), ()) != after.get((p, d), ())) for d in Direction
+    }
+    return replace(scope, changed_in=changed_in)
+
+
+def _parts(units: Iterable[PolicyUnit], displays: frozenset[str]) -> dict[tuple[str, Direction], tuple[object, ...]]:
+    out: dict[tuple[str, Direction], list[object]] = {}
+    for unit in units:
+        if unit.display in displays:
+            for direction in Direction:
+                out.setdefault((unit.display, direction), []).append(_part(unit, direction))
+    return {key: tuple(parts) for key, parts in out.items()}
+
+
+def _part(unit: PolicyUnit, direction: Direction) -> tuple[object, ...] | None:
+    """Everything a unit contributes to one direction's decision, without source positions."""
+    if direction not in unit.directions:
+        return None
+    return (
+        unit.subject,
+        unit.is_network_policy,
+        unit.default_deny.get(direction),
+        _rules(unit.allows.get(direction, ())),
+        _rules(unit.denies.get(direction, ())),
+        unit.requires.get(direction, ()),
+        unit.requires_deny.get(direction, ()),
+    )
+
+
+def _rules(rules: tuple[SourceRule, ...]) -> tuple[object, ...]:
+    return tuple((r.ref.policy, r.ref.path, r.deny, r.peers, _ports(r.ports)) for r in rules)
+
+
+def _ports(ports: tuple[PortMatch, ...] | None) -> tuple[object, ...] | None:
+    if ports is None:
+        return None
+    return tuple(
+        (pm.protocols, pm.low, pm.high, pm.name, pm.parser, tuple(_l7(item) for item in pm.l7_rules)) for pm in ports
+    )
+
+
+def _l7(item: object) -> str:
+    if hasattr(item, "model_dump"):
+        item = item.model_dump(mode="json", by_alias=True)
+    return json.dumps(item, sort_keys=True, default=str)

@@ -18,6 +18,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from compiler.cluster import Cluster, Endpoint
@@ -105,7 +106,7 @@ class PeerRules:
     #: the peer endpoint's on egress under k8s (None: no per-pair dependence)
     named_ports: tuple[Any, ...] | None
 
-    @property
+    @cached_property
     def key(self) -> tuple[object, ...]:
         """Equal keys give equal :meth:`ReferenceEvaluator.decide` results for every flow (up to
         ``DirectionDecision.endpoint``): it holds everything ``decide`` reads besides the flow.
@@ -120,6 +121,9 @@ class PeerRules:
             self.named_ports,
         )
 
+
+#: The fromRequires/toRequires selectors a peer must also meet.
+Requires = tuple[tuple[Requirement, ...], ...]
 
 #: An L7 rule of any parser, as parsed (PortRuleHTTP, PortRuleKafka, FQDNSelector, generic dict).
 L7Rule = Any
@@ -168,6 +172,7 @@ class ReferenceEvaluator:
         self._label_filter = label_filter
         self.cluster: Cluster
         self._views: LabelViews
+        self._peer_memo: dict[tuple[object, ...], tuple[bool, Peer, PeerView]]
         self._by_policy: list[tuple[Policy, tuple[PolicyUnit, ...]]]
         known: dict[int, tuple[PolicyUnit, ...]] = {}
         if share is not None:
@@ -175,10 +180,12 @@ class ReferenceEvaluator:
                 raise ValueError("a shared evaluator must have the same profile and label filter")
             self.cluster = share.cluster
             self._views = share._views
+            self._peer_memo = share._peer_memo
             known = {id(p): units for p, units in share._by_policy if p.display not in share.inputs.moved}
         else:
             self.cluster = inputs.cluster
             self._views = LabelViews(self.cluster, self._visibility(profile, label_filter))
+            self._peer_memo = {}
         self._by_policy = units_by_policy(inputs, profile, known)
         self._units = tuple(u for _, units in self._by_policy for u in units)
         self._by_namespace, self._any_namespace = _subject_index(self._units)
@@ -284,16 +291,47 @@ class ReferenceEvaluator:
             rule
             for unit in units
             for rule in unit.allows.get(direction, ())
-            if any(self.peer_matches(p, peer, requires) for p in rule.peers)
+            if any(self._peer_matches_once(p, peer, requires) for p in rule.peers)
         )
         denies = tuple(
             rule
             for unit in units
             for rule in unit.denies.get(direction, ())
-            if any(self.peer_matches(p, peer, requires_deny) for p in rule.peers)
+            if any(self._peer_matches_once(p, peer, requires_deny) for p in rule.peers)
         )
         default_allow = self.default_allows(units, direction)
         return PeerRules(direction, ep, peer, True, allows, denies, default_allow, localhost, named_ports)
+
+    def peer_tests(self, direction: Direction, ep: Endpoint) -> list[tuple[Peer, Requires]]:
+        """Every (peer, fromRequires/toRequires) test :meth:`peer_rules` makes for ``ep`` in
+        ``direction``, whatever the other side."""
+        units = self.units_for(ep, direction)
+        requires, requires_deny = self.requirements(units, direction)
+        tests = [(p, requires) for u in units for r in u.allows.get(direction, ()) for p in r.peers]
+        tests.extend((p, requires_deny) for u in units for r in u.denies.get(direction, ()) for p in r.peers)
+        return tests
+
+    def peer_signature(
+        self, direction: Direction, view: PeerView, tests: list[tuple[Peer, Requires]]
+    ) -> tuple[object, ...]:
+        """Everything :meth:`peer_rules` reads of the other side ``view``, for an endpoint whose
+        :meth:`peer_tests` are among ``tests``: its kind (the node's implicit allow), its ports
+        where named ports resolve against it (egress under k8s), and each test's answer. Two
+        views with equal signatures get equal :attr:`PeerRules.key`."""
+        k8s_egress = direction is Direction.EGRESS and self.profile is Profile.K8S
+        ports = view.endpoint.ports if k8s_egress and view.endpoint is not None else None
+        return (view.kind, ports, tuple(self._peer_matches_once(p, view, r) for p, r in tests))
+
+    def _peer_matches_once(self, peer: Peer, view: PeerView, requires: Requires) -> bool:
+        """:meth:`peer_matches`, remembered per (peer, view, requirements) — a function of them
+        and the profile. The memo holds the peer and the view it was asked about, so their ids
+        cannot be taken by other objects while it lives. Evaluators that share views (same
+        profile) share it."""
+        key = (id(peer), id(view), requires)
+        found = self._peer_memo.get(key)
+        if found is None:
+            found = self._peer_memo[key] = (self.peer_matches(peer, view, requires), peer, view)
+        return found[0]
 
     def _named_port_source(self, direction: Direction, ep: Endpoint, peer: PeerView) -> tuple[Any, ...] | None:
         """What :meth:`named_port` reads besides the cluster-wide table, for :attr:`PeerRules.key`."""
