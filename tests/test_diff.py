@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
+import random
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from compiler.cli import main
 from compiler.flow import Flow, Profile, Protocol
 from compiler.inputs import Inputs, load_inputs
+from compiler.source import InputErrors
 from compiler.synth import Scale, generate, write
 from verifier.diff.compute import DiffResult, Region, semantic_diff
 from verifier.diff.outcome import side_of
@@ -358,6 +360,13 @@ def _change_ccnp(objects: Objects) -> None:
     spec["ingressDeny"][0]["fromEntities"] = ["cluster"]
 
 
+def _change_ccnp_egress_only(objects: Objects) -> None:
+    """Only the egress part changes: the selected pods' ingress must still be compared right."""
+    spec = _policy(objects, "CiliumClusterwideNetworkPolicy", "baseline-0")["spec"]
+    spec["egress"][0]["toPorts"][0]["ports"][0]["port"] = "5353"
+    spec["egress"].append({"toEntities": ["cluster"], "toPorts": [{"ports": [{"port": "9090", "protocol": "TCP"}]}]})
+
+
 def _move_policies(objects: Objects) -> None:
     """Reorder the documents: every rule moves to another line, no flow changes."""
     objects.reverse()
@@ -371,6 +380,7 @@ CHANGES: dict[str, Callable[[Objects], None]] = {
     "deny policy added": _add_deny,
     "L7 rule changed": _change_l7_rule,
     "CCNP changed": _change_ccnp,
+    "CCNP egress changed": _change_ccnp_egress_only,
     "policies moved": _move_policies,
 }
 
@@ -479,4 +489,62 @@ def test_restricted_diff_equals_the_exhaustive_enumeration_on_random_clusters(
         except StopIteration:  # this seed has no such policy
             return
         new = _write(changed, Path(tmp) / "new")
+        _check_against_exhaustive(old, new, profile, profile)
+
+
+def _edit_randomly(objects: Objects, rng: random.Random) -> None:
+    """Change one port or selector value of a random policy, or drop one item of one of its lists."""
+    policy = rng.choice([o for o in objects if o["kind"] in POLICY_KINDS])
+    spots: list[tuple[str, Any, Any]] = []
+
+    def walk(value: Any, parent: Any, key: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, value, k)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, value, i)
+            if len(value) > 1:
+                spots.append(("drop", value, None))
+        elif key in ("port", "endPort"):
+            spots.append(("port", parent, key))
+        elif key in LABEL_VALUES:
+            spots.append(("label", parent, key))
+
+    walk(policy["spec"], None, None)
+    if not spots:
+        return
+    kind, parent, key = rng.choice(spots)
+    if kind == "drop":
+        parent.pop(rng.randrange(len(parent)))
+    elif kind == "port":
+        number = rng.choice([53, 443, 5432, 7070, 8050, 8080, 9090, 9100])
+        parent[key] = number if isinstance(parent[key], int) else str(number)
+    else:
+        parent[key] = rng.choice(LABEL_VALUES[key])
+
+
+POLICY_KINDS = ("NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
+LABEL_VALUES = {
+    "app": ["app-00", "app-01"],
+    "tier": ["web", "api", "worker", "db"],
+    "team": ["team-0", "team-1", "team-2"],
+    "cidr": ["10.0.0.0/8", "0.0.0.0/0", "10.244.0.0/17"],
+}
+
+
+@pytest.mark.slow
+@settings(max_examples=40)
+@given(seed=st.integers(0, 1000), rng=st.randoms(use_true_random=False), profile=st.sampled_from(list(Profile)))
+def test_random_policy_edits_match_the_exhaustive_enumeration(seed: int, rng: random.Random, profile: Profile) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        objects = _synthetic(seed)
+        old = _write(objects, Path(tmp) / "old")
+        changed = copy.deepcopy(objects)
+        for _ in range(rng.randint(1, 2)):
+            _edit_randomly(changed, rng)
+        try:
+            new = _write(changed, Path(tmp) / "new")
+        except InputErrors:  # an edit the input models refuse (say an L7 rule on a UDP port)
+            return
         _check_against_exhaustive(old, new, profile, profile)
