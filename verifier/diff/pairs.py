@@ -39,8 +39,8 @@ from compiler.cluster import Endpoint
 from compiler.flow import Decision, Direction, DirectionDecision, Flow, IPAddress, Protocol
 from verifier.diff.outcome import Side, decided_side, l7_admitted
 from verifier.regions import AddressCell, PortCell
-from verifier.simulate.source import PeerRules, ReferenceEvaluator, RuleMatch
-from verifier.simulate.source_rules import PolicyUnit
+from verifier.simulate.source import ReferenceEvaluator, RuleMatch
+from verifier.simulate.source_rules import PeerRules, PolicyUnit
 
 
 @dataclass(frozen=True, eq=False)

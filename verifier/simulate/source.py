@@ -18,7 +18,6 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from compiler.cluster import Cluster, Endpoint
@@ -41,8 +40,6 @@ from compiler.source import InputError, SourceRef
 from verifier.simulate.source_labels import (
     ANY_SOURCE,
     CIDR,
-    K8S,
-    POD_NAMESPACE,
     LabelViews,
     PeerKind,
     PeerView,
@@ -55,11 +52,14 @@ from verifier.simulate.source_rules import (
     CidrPeer,
     EntityPeer,
     Peer,
+    PeerRules,
     PolicyUnit,
     PortMatch,
+    Requires,
     SelectorPeer,
     ServicePeer,
     SourceRule,
+    subject_index,
     units_by_policy,
 )
 
@@ -85,45 +85,6 @@ _ENTITY_KINDS: dict[str, frozenset[PeerKind]] = {
     "cluster": frozenset({PeerKind.ENDPOINT, PeerKind.HOST}),
 }
 
-
-@dataclass(frozen=True)
-class PeerRules:
-    """One endpoint's policy in one direction, narrowed to one peer address (the first half of
-    :meth:`ReferenceEvaluator.direction_matches`): whether the direction is enforced, and the allow
-    and deny rules whose peers (with the units' fromRequires/toRequires) select the peer. Which of
-    them match a flow then depends only on its protocol, port and request
-    (:meth:`ReferenceEvaluator.decide`), so callers that sweep ports compute this once per pair."""
-
-    direction: Direction
-    endpoint: Endpoint
-    peer: PeerView
-    enforced: bool
-    allows: tuple[SourceRule, ...]  # in unit order, then rule order
-    denies: tuple[SourceRule, ...]
-    default_allow: bool  # Cilium-only units that all disable default deny for the direction
-    localhost: bool  # the implicit allow-localhost applies (cilium profile, ingress from the node)
-    #: what named ports resolve against besides the cluster: the endpoint's own ports on ingress,
-    #: the peer endpoint's on egress under k8s (None: no per-pair dependence)
-    named_ports: tuple[Any, ...] | None
-
-    @cached_property
-    def key(self) -> tuple[object, ...]:
-        """Equal keys give equal :meth:`ReferenceEvaluator.decide` results for every flow (up to
-        ``DirectionDecision.endpoint``): it holds everything ``decide`` reads besides the flow.
-        Rules are compared by identity, so keys are meaningful only while the evaluator lives."""
-        return (
-            self.direction,
-            self.enforced,
-            tuple(id(r) for r in self.allows),
-            tuple(id(r) for r in self.denies),
-            self.default_allow,
-            self.localhost,
-            self.named_ports,
-        )
-
-
-#: The fromRequires/toRequires selectors a peer must also meet.
-Requires = tuple[tuple[Requirement, ...], ...]
 
 #: An L7 rule of any parser, as parsed (PortRuleHTTP, PortRuleKafka, FQDNSelector, generic dict).
 L7Rule = Any
@@ -188,7 +149,7 @@ class ReferenceEvaluator:
             self._peer_memo = {}
         self._by_policy = units_by_policy(inputs, profile, known)
         self._units = tuple(u for _, units in self._by_policy for u in units)
-        self._by_namespace, self._any_namespace = _subject_index(self._units)
+        self._by_namespace, self._any_namespace = subject_index(self._units)
         self._with_parsers = frozenset(
             i for i, u in enumerate(self._units)
             if any(pm.parser for rules in u.allows.values() for r in rules for pm in r.ports or ())
@@ -228,7 +189,8 @@ class ReferenceEvaluator:
 
     def _units_selecting(self, ep: Endpoint) -> tuple[PolicyUnit, ...]:
         """The units whose subject selects ``ep``, in input order. Only the units that can select
-        its namespace are tested (:func:`_subject_index`): a pure shortcut, the same answer."""
+        its namespace are tested (:func:`~verifier.simulate.source_rules.subject_index`): a pure
+        shortcut, the same answer."""
         units = self._selecting.get(ep.key)
         if units is None:
             view = self._endpoint_view(ep)
@@ -563,25 +525,3 @@ class ReferenceEvaluator:
             numbers = numbers if len(numbers) == 1 else frozenset()
         return [(n, n) for n in sorted(numbers)]
 
-
-def _subject_index(units: tuple[PolicyUnit, ...]) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
-    """Units by the namespaces their subject confines them to, and the units that can select
-    anywhere. A subject requirement ``k8s:io.kubernetes.pod.namespace In (ns…)`` (or with any
-    source) holds for an endpoint only if its namespace is listed: an endpoint's view carries
-    exactly one label on that key, its own namespace (pods cannot override it, §4.2). So an
-    endpoint of namespace N can only be selected by the units listed under N or by the
-    unconfined ones; :meth:`ReferenceEvaluator._units_selecting` still tests each candidate."""
-    by_namespace: dict[str, list[int]] = defaultdict(list)
-    anywhere: list[int] = []
-    for index, unit in enumerate(units):
-        if unit.subject is None:
-            continue
-        allowed: set[str] | None = None
-        for req in unit.subject:
-            if req.key == POD_NAMESPACE and req.source in (K8S, ANY_SOURCE) and req.operator == "In":
-                allowed = set(req.values) if allowed is None else allowed & set(req.values)
-        if allowed is None:
-            anywhere.append(index)
-        for namespace in allowed or ():
-            by_namespace[namespace].append(index)
-    return {ns: tuple(ids) for ns, ids in by_namespace.items()}, tuple(anywhere)

@@ -11,11 +11,13 @@ are ranges or names resolved per flow (§6).
 from __future__ import annotations
 
 import ipaddress
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from compiler.cluster import Cluster
+from compiler.cluster import Cluster, Endpoint
 from compiler.flow import ANY_PROTOCOLS, Direction, Profile, Protocol, RuleRef
 from compiler.icmp import icmp_type_number
 from compiler.inputs import Inputs, Policy
@@ -33,6 +35,9 @@ from compiler.inputs.networkpolicy import NetworkPolicy, NetworkPolicyPeer, Netw
 from compiler.source import InputError
 from verifier.simulate.source_labels import (
     ANY_SOURCE,
+    K8S,
+    POD_NAMESPACE,
+    PeerView,
     Requirement,
     in_namespace,
     k8s_namespace_selector,
@@ -133,6 +138,47 @@ class PolicyUnit:
     requires: Mapping[Direction, tuple[tuple[Requirement, ...], ...]] = field(default_factory=dict)
     #: ... and in deny rules (they tighten deny rules only).
     requires_deny: Mapping[Direction, tuple[tuple[Requirement, ...], ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PeerRules:
+    """One endpoint's policy in one direction, narrowed to one peer address: the first half of
+    ``ReferenceEvaluator.direction_matches`` (verifier/simulate/source.py) — whether the direction
+    is enforced, and the allow and deny rules whose peers (with the units' fromRequires /
+    toRequires) select the peer. Which of them match a flow then depends only on its protocol,
+    port and request (``ReferenceEvaluator.decide``), so callers that sweep ports compute this
+    once per pair."""
+
+    direction: Direction
+    endpoint: Endpoint
+    peer: PeerView
+    enforced: bool
+    allows: tuple[SourceRule, ...]  # in unit order, then rule order
+    denies: tuple[SourceRule, ...]
+    default_allow: bool  # Cilium-only units that all disable default deny for the direction
+    localhost: bool  # the implicit allow-localhost applies (cilium profile, ingress from the node)
+    #: what named ports resolve against besides the cluster: the endpoint's own ports on ingress,
+    #: the peer endpoint's on egress under k8s (None: no per-pair dependence)
+    named_ports: tuple[Any, ...] | None
+
+    @cached_property
+    def key(self) -> tuple[object, ...]:
+        """Equal keys give equal ``ReferenceEvaluator.decide`` results for every flow (up to
+        ``DirectionDecision.endpoint``): it holds everything ``decide`` reads besides the flow.
+        Rules are compared by identity, so keys are meaningful only while the evaluator lives."""
+        return (
+            self.direction,
+            self.enforced,
+            tuple(id(r) for r in self.allows),
+            tuple(id(r) for r in self.denies),
+            self.default_allow,
+            self.localhost,
+            self.named_ports,
+        )
+
+
+#: The fromRequires/toRequires selectors a peer must also meet.
+Requires = tuple[tuple[Requirement, ...], ...]
 
 
 def _ref(policy: str, path: str, obj: Any) -> RuleRef:
@@ -400,3 +446,26 @@ def _relocated(unit: PolicyUnit, inputs: Inputs) -> PolicyUnit:
         unit.display, unit.is_network_policy, unit.subject, unit.directions, unit.default_deny,
         rules(unit.allows), rules(unit.denies), unit.requires, unit.requires_deny,
     )
+
+
+def subject_index(units: tuple[PolicyUnit, ...]) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+    """Units by the namespaces their subject confines them to, and the units that can select
+    anywhere. A subject requirement ``k8s:io.kubernetes.pod.namespace In (ns…)`` (or with any
+    source) holds for an endpoint only if its namespace is listed: an endpoint's view carries
+    exactly one label on that key, its own namespace (pods cannot override it, §4.2). So an
+    endpoint of namespace N can only be selected by the units listed under N or by the
+    unconfined ones (the reference evaluator still tests each candidate)."""
+    by_namespace: dict[str, list[int]] = defaultdict(list)
+    anywhere: list[int] = []
+    for index, unit in enumerate(units):
+        if unit.subject is None:
+            continue
+        allowed: set[str] | None = None
+        for req in unit.subject:
+            if req.key == POD_NAMESPACE and req.source in (K8S, ANY_SOURCE) and req.operator == "In":
+                allowed = set(req.values) if allowed is None else allowed & set(req.values)
+        if allowed is None:
+            anywhere.append(index)
+        for namespace in allowed or ():
+            by_namespace[namespace].append(index)
+    return {ns: tuple(ids) for ns, ids in by_namespace.items()}, tuple(anywhere)
