@@ -48,12 +48,10 @@ class _ClassIdentity:
     """The ipcache identity of a :class:`ClassAddress`: one per class, known in advance, so
     "identity is N" is the set of classes whose address has N."""
 
-    def __init__(self, address: ClassAddress, identities: tuple[int, ...],
-                 by_number: dict[int, set[int]] | None = None) -> None:
+    def __init__(self, address: ClassAddress, by_number: Mapping[int, set[int]]) -> None:
+        """``by_number``: identity → the indices of the classes whose address has it."""
         self.address = address
-        self.by_number: dict[int, set[int]] = {} if by_number is None else by_number
-        for index, number in enumerate(identities):
-            self.by_number.setdefault(number, set()).add(index)
+        self.by_number = by_number
 
     def is_(self, number: int) -> Cond:
         return self.address.among(self.by_number.get(number, set()))
@@ -118,7 +116,8 @@ class EbpfEncoding:
         self.art = artifacts
         self.excluded = excluded or {}
         self._tables: dict[int, dict[tuple[int, int], list[tuple[PolicyKey, PolicyEntry]]]] = {}
-        self._class_ids: dict[int, _ClassIdentity] = {}  # id(ClassAddress.values) → the classes' identities
+        # id(ClassAddress.values) → (those values, identity → class indices)
+        self._class_ids: dict[int, tuple[tuple[int, ...], dict[int, set[int]]]] = {}
         self._hits: dict[tuple[object, ...], _Hit] = {}  # _lookup_one, per map entries and key
         self._groups: dict[tuple[int, int], list[tuple[int, ...]]] = {}  # _alike
 
@@ -130,12 +129,13 @@ class EbpfEncoding:
         if isinstance(address, int):
             return self.art.ipcache.lookup(address_of(address, family))
         if isinstance(address, ClassAddress):
-            found = self._class_ids.get(id(address.values))
-            if found is None or found.address.values is not address.values:
-                found = _ClassIdentity(address, tuple(self.art.ipcache.lookup(address_of(v, family))
-                                                      for v in address.values))
-                self._class_ids[id(address.values)] = found
-            return _ClassIdentity(address, (), found.by_number)
+            held, by_number = self._class_ids.get(id(address.values), ((), {}))
+            if held is not address.values:  # one ClassSpace per process: computed once per family
+                by_number = {}
+                for index, value in enumerate(address.values):
+                    by_number.setdefault(self.art.ipcache.lookup(address_of(value, family)), set()).add(index)
+                self._class_ids[id(address.values)] = (address.values, by_number)
+            return _ClassIdentity(address, by_number)
         skip = self.excluded.get(family, frozenset())
         entries = sorted((e for e in self.art.ipcache.entries
                           if e.network.version == family and not excluded_host(address, e.network, skip)
@@ -265,9 +265,7 @@ class EbpfEncoding:
             return outcome(KIND_ALLOWED)
         result = self.side(ep, 1 if side == "src" else 0,
                            self.identity(remote, family, packet.avoided(remote)), packet)
-        term = ite(result.proxy != 0 if not _zero(result.proxy) else False, redirected(result.proxy),
-                   outcome(KIND_ALLOWED))
-        return ite(result.dropped, outcome(KIND_DROPPED), term)
+        return ite(result.dropped, outcome(KIND_DROPPED), _redirect_or(result.proxy, outcome(KIND_ALLOWED)))
 
     def _map_shape(self, ep: EbpfEndpoint) -> tuple[object, ...]:
         """Endpoints whose maps hold the same entries behave the same (the compiler shares them)."""
@@ -279,10 +277,13 @@ class EbpfEncoding:
         endpoints = [ep for ep in self.art.endpoints if any(ip.version == family for ip in ep.ips)]
         egress = self._endpoint_side(packet.src, family, 1, packet.dst, packet, endpoints)
         ingress = self._endpoint_side(packet.dst, family, 0, packet.src, packet, endpoints)
-        term = ite(egress.proxy != 0 if not _zero(egress.proxy) else False, redirected(egress.proxy),
-                   ite(ingress.proxy != 0 if not _zero(ingress.proxy) else False, redirected(ingress.proxy),
-                       outcome(KIND_ALLOWED)))
+        term = _redirect_or(egress.proxy, _redirect_or(ingress.proxy, outcome(KIND_ALLOWED)))
         return ite(or_(egress.dropped, ingress.dropped), outcome(KIND_DROPPED), term)
+
+
+def _redirect_or(proxy: z3.BitVecRef, otherwise: z3.BitVecRef) -> z3.BitVecRef:
+    """Redirected to ``proxy`` when it is not 0, else ``otherwise``."""
+    return ite(proxy != 0 if not _zero(proxy) else False, redirected(proxy), otherwise)
 
 
 def _zero(term: z3.BitVecRef) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Literal, TypeVar
 
 import z3
@@ -170,12 +171,10 @@ class IptablesEncoding:
         return _as_term(finals)
 
 
-    @property
+    @cached_property
     def phases(self) -> Phases | str:
         """The two-phase layout (or why there is none), recognised once."""
-        if not hasattr(self, "_phases"):
-            self._phases = phases(self.ruleset)
-        return self._phases
+        return phases(self.ruleset)
 
     def half(self, packet: SymPacket, side: str) -> z3.BitVecRef:
         """The outcome of the egress (``side="src"``) or ingress (``"dst"``) half of a forwarded
@@ -509,7 +508,6 @@ class _Traversal:
 
     def _fixed_probe(self, ipset: IpSet, flags: tuple[str, ...], address: int) -> tuple[Cond, Cond]:
         """:meth:`_set_probe` for a fixed address: the set's own lookup per (proto, port) key."""
-        p = self.packet
         ip = address_of(address, self.enc.family)
         found: list[Cond] = []
         refused: list[Cond] = []
@@ -517,22 +515,25 @@ class _Traversal:
             if ipset.type in PORT_TYPES else [(None, None)]
         for proto, port in keys:
             decided = ipset.probe(ip, proto, port)
-            if decided is None:
-                continue
-            guard: Cond = True
-            if proto is not None and port is not None:
-                number = SET_PROTOCOLS.get(proto)
-                if number is None:
-                    continue
-                if proto in PORTLESS_PROTOCOLS:
-                    guard = and_(eq(p.protocol, number), eq(p.dport, port >> 8), port & 0xFF == 0)
-                else:
-                    guard = and_(eq(p.protocol, number), eq(p.sport if flags[1] == "src" else p.dport, port))
-            (found if decided else refused).append(guard)
+            if decided is not None:
+                (found if decided else refused).append(self._key_guard(proto, port, flags))
         return or_(*found), or_(*refused)
 
-    def _free_probe(self, ipset: IpSet, flags: tuple[str, ...], address: Address) -> tuple[Cond, Cond]:
+    def _key_guard(self, proto: str | None, port: int | None, flags: tuple[str, ...]) -> Cond:
+        """The packet has a port set's (proto, port) key (True for address-only sets; False for a
+        protocol no packet of the proof carries)."""
+        if proto is None or port is None:
+            return True
         p = self.packet
+        number = SET_PROTOCOLS.get(proto)
+        if number is None:
+            return False
+        if proto in PORTLESS_PROTOCOLS:
+            return and_(eq(p.protocol, number), eq(p.dport, port >> 8), port & 0xFF == 0)
+        # the other set protocols all carry ports (tcp, udp, sctp, udplite)
+        return and_(eq(p.protocol, number), eq(p.sport if flags[1] == "src" else p.dport, port))
+
+    def _free_probe(self, ipset: IpSet, flags: tuple[str, ...], address: Address) -> tuple[Cond, Cond]:
         groups: dict[tuple[str | None, int | None], list[SetMember]] = {}
         for member in ipset.members:
             if self._avoided(address, member.network):
@@ -541,17 +542,7 @@ class _Traversal:
         found: list[Cond] = []
         refused: list[Cond] = []
         for (proto, port), members in sorted(groups.items(), key=lambda g: (g[0][0] or "", g[0][1] or 0)):
-            guard: Cond = True
-            if ipset.type in PORT_TYPES:
-                assert proto is not None and port is not None
-                number = SET_PROTOCOLS.get(proto)
-                if number is None:
-                    continue
-                if proto in PORTLESS_PROTOCOLS:
-                    guard = and_(eq(p.protocol, number), eq(p.dport, port >> 8), port & 0xFF == 0)
-                else:  # the other set protocols all carry ports (tcp, udp, sctp, udplite)
-                    value = p.sport if flags[1] == "src" else p.dport
-                    guard = and_(eq(p.protocol, number), eq(value, port))
+            guard = self._key_guard(proto, port, flags) if ipset.type in PORT_TYPES else True
             if guard is False:
                 continue
             yes, no = _longest_prefix(address, members)

@@ -137,12 +137,13 @@ def _split(chains: Mapping[str, Chain], name: str, tail_ok: bool) -> tuple[Block
         at += 1
     prefix = Block("", name, rules[:at])
     halves: dict[str, Block] = {}
+    sides = [_side(chains, rule, set()) for rule in rules]
     while at < len(rules):
-        side = _side(chains, rules[at], set())
+        side = sides[at]
         if side is None or side in halves:
             break
         start = at
-        while at < len(rules) and _side(chains, rules[at], set()) == side:
+        while at < len(rules) and sides[at] == side:
             at += 1
         halves[side] = Block("", name, rules[start:at])
     for rule in rules[at:]:

@@ -132,6 +132,13 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
     sims = ctx.simulators
     total = len(pieces)
     done = 0
+
+    def confirm(piece: Slice, witness: Any) -> Counterexample | None:
+        nonlocal sims
+        if sims is None or any(t not in sims for t in (left, right)):
+            sims = _simulators(left, right, ctx)
+        return _replay(piece, witness, left, right, sims)
+
     while pieces:
         again: list[Slice] = []  # half slices the halves could not decide, as whole flows
         for piece, status, witness, reason in _answers(left, right, pieces, ctx, classes.excluded, space):
@@ -140,11 +147,7 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
             if status == "same":
                 continue
             if piece.half and (status == "unknown" or len(found) < SHOWN):
-                example = None
-                if status == "differ":
-                    sims = sims if sims is not None and all(t in sims for t in (left, right)) else \
-                        _simulators(left, right, ctx)
-                    example = _replay(piece, witness, left, right, sims)
+                example = confirm(piece, witness) if status == "differ" else None
                 if example is None:  # the halves differ where the other halves mask it, or could not say
                     again.append(_whole(piece, int(node) if node.version == piece.family else None))
                     total += 1
@@ -158,9 +161,7 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
                 differing += 1
                 if len(found) >= SHOWN:
                     continue
-                if sims is None or any(t not in sims for t in (left, right)):
-                    sims = _simulators(left, right, ctx)
-                example = _replay(piece, witness, left, right, sims)
+                example = confirm(piece, witness)
                 if example is None:
                     unknown.append(f"{piece.name}: the formulas differ on {flow_text(_flow_of(piece, witness))} but "
                                    "the simulators agree there (an encoding fault; not reported as a counterexample)")
