@@ -553,6 +553,8 @@ class _Traversal:
 
 def _longest_prefix(address: Address, members: list[SetMember]) -> tuple[Cond, Cond]:
     """(decided "match", decided "nomatch") for ``address`` over ``members``: most specific first."""
+    if isinstance(address, ClassAddress):
+        return _longest_prefix_classes(address, members)
     by_length: dict[int, list[SetMember]] = {}
     for member in members:
         by_length.setdefault(member.network.prefixlen, []).append(member)
@@ -569,6 +571,18 @@ def _longest_prefix(address: Address, members: list[SetMember]) -> tuple[Cond, C
         if undecided is False:
             break
     return yes, no
+
+
+def _longest_prefix_classes(address: ClassAddress, members: list[SetMember]) -> tuple[Cond, Cond]:
+    """:func:`_longest_prefix` for a class index: decided per class value here, so a set of
+    thousands of hosts is a few index ranges rather than one equality per host."""
+    decided: dict[int, bool] = {}
+    for member in sorted(members, key=lambda m: -m.network.prefixlen):
+        first = int(member.network.network_address)
+        for index in address.span(first, first + member.network.num_addresses - 1):
+            decided.setdefault(index, not member.nomatch)
+    return (address.among({i for i, hit in decided.items() if hit}),
+            address.among({i for i, hit in decided.items() if not hit}))
 
 
 __all__ = ["OUTCOME_BITS", "IptablesEncoding", "NotComposable", "Unencodable"]

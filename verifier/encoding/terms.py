@@ -139,6 +139,10 @@ class ClassAddress:
     def domain(self) -> Cond:
         return z3.ULT(self.index, len(self.values)) if len(self.values) < 1 << self.bits else True
 
+    def span(self, lo: int, hi: int) -> range:
+        """The indices of the values in ``[lo, hi]``."""
+        return range(bisect_left(self.values, lo), bisect_right(self.values, hi))
+
     def within(self, lo: int, hi: int) -> Cond:
         """The address lies in ``[lo, hi]``."""
         first, last = bisect_left(self.values, lo), bisect_right(self.values, hi)
