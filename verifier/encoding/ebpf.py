@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import z3
 
-from compiler.targets.ebpf.layout import POLICY_FULL_PREFIX, PolicyEntry, PolicyKey
+from compiler.targets.ebpf.layout import PolicyEntry, PolicyKey
 from verifier.encoding.terms import (
     KIND_ALLOWED,
     KIND_DROPPED,
@@ -120,6 +120,8 @@ class EbpfEncoding:
         self._class_ids: dict[int, tuple[tuple[int, ...], dict[int, set[int]]]] = {}
         self._hits: dict[tuple[object, ...], _Hit] = {}  # _lookup_one, per map entries and key
         self._groups: dict[tuple[int, int], list[tuple[int, ...]]] = {}  # _alike
+        self._free_ids: dict[tuple[int, str, int], tuple[frozenset[int], z3.BitVecRef]] = {}  # identity
+        self._family_endpoints: dict[int, list[EbpfEndpoint]] = {}  # outcome
 
     # --- ipcache ------------------------------------------------------------------------------------
 
@@ -136,6 +138,14 @@ class EbpfEncoding:
                     by_number.setdefault(self.art.ipcache.lookup(address_of(value, family)), set()).add(index)
                 self._class_ids[id(address.values)] = (address.values, by_number)
             return _ClassIdentity(address, by_number)
+        # the same term for every packet with these variables and exclusions: built once
+        key = (family, str(address), id(avoid))
+        held = self._free_ids.get(key)
+        if held is None or held[0] is not avoid:
+            held = self._free_ids[key] = (avoid, self._free_identity(address, family, avoid))
+        return held[1]
+
+    def _free_identity(self, address: z3.BitVecRef, family: int, avoid: frozenset[int]) -> z3.BitVecRef:
         skip = self.excluded.get(family, frozenset())
         entries = sorted((e for e in self.art.ipcache.entries
                           if e.network.version == family and not excluded_host(address, e.network, skip)
@@ -154,12 +164,8 @@ class EbpfEncoding:
         policy_map: PolicyMap = self.art.maps[name]
         found = self._tables.get(id(policy_map.entries))  # maps of one text share their entries
         if found is None:
-            unique: dict[tuple[int, int], tuple[PolicyKey, PolicyEntry]] = {}
-            for key, entry in policy_map.entries:
-                bits = key.prefixlen
-                unique[(bits, key.data_bits() >> (POLICY_FULL_PREFIX - bits))] = (key, entry)
             found = {}
-            for key, entry in unique.values():
+            for key, entry in policy_map.stored():
                 found.setdefault((key.identity, key.egress), []).append((key, entry))
             for entries in found.values():
                 entries.sort(key=lambda item: (-item[0].port_prefix, item[0].protocol, item[0].port))
@@ -235,7 +241,7 @@ class EbpfEncoding:
             return self.side(ep, egress, self.identity(remote_address, family, packet.avoided(remote_address)),
                              packet)
         remote = self.identity(remote_address, family, packet.avoided(remote_address))
-        groups: dict[tuple[object, ...], list[EbpfEndpoint]] = {}
+        groups: dict[int, list[EbpfEndpoint]] = {}
         for ep in candidates:
             groups.setdefault(self._map_shape(ep), []).append(ep)
         dropped: Cond = False
@@ -267,14 +273,17 @@ class EbpfEncoding:
                            self.identity(remote, family, packet.avoided(remote)), packet)
         return ite(result.dropped, outcome(KIND_DROPPED), _redirect_or(result.proxy, outcome(KIND_ALLOWED)))
 
-    def _map_shape(self, ep: EbpfEndpoint) -> tuple[object, ...]:
+    def _map_shape(self, ep: EbpfEndpoint) -> int:
         """Endpoints whose maps hold the same entries behave the same (the compiler shares them)."""
-        return self.art.maps[ep.policy_map].shape()
+        return self.art.shape_id(ep.policy_map)
 
     def outcome(self, packet: SymPacket) -> z3.BitVecRef:
         """The 18-bit outcome of ``packet`` (EbpfSimulator.evaluate)."""
         family = packet.family
-        endpoints = [ep for ep in self.art.endpoints if any(ip.version == family for ip in ep.ips)]
+        endpoints = self._family_endpoints.get(family)
+        if endpoints is None:
+            endpoints = self._family_endpoints[family] = [ep for ep in self.art.endpoints
+                                                          if any(ip.version == family for ip in ep.ips)]
         egress = self._endpoint_side(packet.src, family, 1, packet.dst, packet, endpoints)
         ingress = self._endpoint_side(packet.dst, family, 0, packet.src, packet, endpoints)
         term = _redirect_or(egress.proxy, _redirect_or(ingress.proxy, outcome(KIND_ALLOWED)))

@@ -267,13 +267,13 @@ class _EbpfFeatures(_Features):
         from verifier.simulate.ebpf import EbpfArtifacts
 
         self.art = EbpfArtifacts.of(texts)
-        shape_ids: dict[tuple[object, ...], int] = {}
-        self.shapes = {name: shape_ids.setdefault(m.shape(), len(shape_ids)) for name, m in self.art.maps.items()}
 
     def signature(self, address: Any, ep: Endpoint) -> Signature:
         owner = self.art.by_address.get(address)
-        own: tuple[object, ...] = () if owner is None else (
-            owner.identity, self.shapes.get(owner.policy_map), owner.ingress_enforced, owner.egress_enforced)
+        if owner is None:
+            return (self.art.ipcache.lookup(address), ())
+        shape = self.art.shape_id(owner.policy_map) if owner.policy_map in self.art.maps else None
+        own = (owner.identity, shape, owner.ingress_enforced, owner.egress_enforced)
         return (self.art.ipcache.lookup(address), own)
 
 

@@ -80,26 +80,17 @@ class PolicyMap:
             if entry.port_prefix != key.port_prefix:
                 raise ArtifactError(f"{name}: entry prefix {entry.port_prefix} != key prefix {key.port_prefix} "
                                     "(Cilium's PolicyEntry.IsValid fails)")
-            bits = key.prefixlen
-            masked = key.data_bits() >> (POLICY_FULL_PREFIX - bits)
-            self._by_len.setdefault(bits, {})[masked] = (key, entry)
+            self._by_len.setdefault(key.prefixlen, {})[key.trie_bits] = (key, entry)
         self._lengths = sorted(self._by_len, reverse=True)
-        self._shape: list[tuple[object, ...]] = []  # computed on first use; shared with renamed twins
 
-    def shape(self) -> tuple[object, ...]:
-        """The entries as sorted plain values: maps of equal shape behave the same (the compiler
-        gives the endpoints of one identity equal maps)."""
-        if not self._shape:
-            self._shape.append(tuple(sorted(((k.identity, k.egress, k.protocol, k.port, k.port_prefix),
-                                              (e.deny, e.proxy_port, e.priority, e.port_prefix))
-                                             for k, e in self.entries)))
-        return self._shape[0]
+    def stored(self) -> list[tuple[PolicyKey, PolicyEntry]]:
+        """The entries the trie holds: one per (prefix length, masked key), the last written."""
+        return [item for by_key in self._by_len.values() for item in by_key.values()]
 
     def renamed(self, name: str) -> PolicyMap:
-        """The same map under another endpoint's name (entries, index and shape shared, not copied)."""
+        """The same map under another endpoint's name (entries and index shared, not copied)."""
         twin = object.__new__(PolicyMap)
         twin.name, twin.entries, twin._by_len, twin._lengths = name, self.entries, self._by_len, self._lengths
-        twin._shape = self._shape
         return twin
 
     def lookup(self, identity: int, egress: int, protocol: int, port: int) -> tuple[PolicyKey, PolicyEntry] | None:
@@ -203,7 +194,7 @@ class EbpfArtifacts:
         self.maps: dict[str, PolicyMap] = {}
         # the endpoints of one identity usually have byte-identical maps: decode each text once
         by_text: dict[str, PolicyMap] = {}
-        memo: dict[tuple[str, str], tuple[PolicyKey, PolicyEntry]] = {}
+        memo: dict[str, tuple[PolicyKey, PolicyEntry]] = {}
         for ep in self.endpoints:
             name = f"{ep.policy_map}.json"
             text = files.get(name)
@@ -217,6 +208,30 @@ class EbpfArtifacts:
             if text is not None:
                 by_text[text] = self.maps[ep.policy_map]
         self.by_address = {ip: ep for ep in self.endpoints for ip in ep.ips}
+        self._shapes: dict[tuple[object, ...], int] = {}
+        self._shape_ids: dict[int, int] = {}  # id(PolicyMap.entries) → shape_id (the maps keep them alive)
+        self._plain: dict[int, tuple[object, ...]] = {}  # id(decoded entry) → its plain values (ditto)
+
+    def shape_id(self, name: str) -> int:
+        """A number per distinct content among this set's maps (the entries as sorted plain
+        values): endpoints whose maps have one number behave the same (the compiler gives the
+        endpoints of one identity equal maps). Computed once per decoded text (renamed twins
+        share their entries), not once per endpoint."""
+        policy_map = self.maps[name]
+        found = self._shape_ids.get(id(policy_map.entries))
+        if found is None:
+            plain = self._plain  # decoded entries are shared between maps: each made plain once
+            values = []
+            for item in policy_map.entries:
+                value = plain.get(id(item))
+                if value is None:
+                    k, e = item
+                    value = plain[id(item)] = ((k.identity, k.egress, k.protocol, k.port, k.port_prefix),
+                                               (e.deny, e.proxy_port, e.priority, e.port_prefix))
+                values.append(value)
+            shape = tuple(sorted(values))
+            found = self._shape_ids[id(policy_map.entries)] = self._shapes.setdefault(shape, len(self._shapes))
+        return found
 
     @classmethod
     def of(cls, files: Mapping[str, str]) -> EbpfArtifacts:
@@ -262,7 +277,7 @@ class EbpfArtifacts:
 
     @classmethod
     def map_entries(cls, files: Mapping[str, str], name: str, decode: Callable[[bytes, bytes], T], *,
-                    optional: bool = False, memo: dict[tuple[str, str], T] | None = None) -> list[T]:
+                    optional: bool = False, memo: dict[str, T] | None = None) -> list[T]:
         """Every entry of one dumped map, decoded; a clear error naming the file and entry for
         anything else (an ``optional`` map that is absent has no entries)."""
         if optional and name not in files:
@@ -283,29 +298,41 @@ _DECODED: list[tuple[Mapping[str, str], EbpfArtifacts]] = []  # EbpfArtifacts.of
 
 # One entry of a dump exactly as compiler/targets/ebpf/target.py writes it (sorted keys, no
 # spaces, one entry per line): ``formatted`` (a flat reading the verifier never uses) and the
-# key and value bytes. A whole text of such lines is read with this pattern, a hundred times
-# faster than JSON and with the same bytes; any other text (bpftool's own output, a hand edit,
-# a broken file) goes through ``json`` and gets its precise error.
+# key and value bytes. A text made of such lines is read line by line, each distinct line decoded
+# once, a hundred times faster than JSON and with the same bytes; any other text (bpftool's own
+# output, a hand edit, a broken file) goes through ``json`` and gets its precise error.
 _BYTES = r'"0x[0-9a-f]{2}"(?:,"0x[0-9a-f]{2}")*'
 _ENTRY = re.compile(r'\{"formatted":\{[a-z0-9_":,.{}]*\},"key":\[(' + _BYTES + r')\],"value":\[(' + _BYTES + r')\]\}')
-_DUMP = re.compile(r'\[\n(?:' + _ENTRY.pattern + r',\n)*' + _ENTRY.pattern + r'\n\]\n?|\[\]\n?')
 
 
-def _canonical_entries(text: str, decode: Callable[[bytes, bytes], T],
-                       seen: dict[tuple[str, str], T]) -> list[T] | None:
-    """The entries of a dump in the compiler's own layout (None: not in that layout). Equal
-    entries decode once (``seen``, shared by the maps of one artifact set: a cluster's maps
-    repeat a few thousand entries many times)."""
-    if _DUMP.fullmatch(text) is None:
+def _canonical_entries(text: str, decode: Callable[[bytes, bytes], T], seen: dict[str, T]) -> list[T] | None:
+    """The entries of a dump in the compiler's own layout (None: not in that layout): ``[``, one
+    entry per line (a comma after all but the last), ``]``, an optional final newline. Equal
+    lines decode once (``seen``, shared by the maps of one artifact set: a cluster's maps repeat
+    a few thousand entries many times)."""
+    lines = text.split("\n")
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()
+    if lines == ["[]"]:
+        return []
+    if len(lines) < 3 or lines[0] != "[" or lines[-1] != "]":
         return None
+    last = len(lines) - 2
     out: list[T] = []
-    for match in _ENTRY.finditer(text):
-        raw: tuple[str, str] = (match.group(1), match.group(2))
-        item = seen.get(raw)
+    for number in range(1, last + 1):
+        line = lines[number]
+        if number < last:
+            if not line.endswith(","):
+                return None
+            line = line[:-1]
+        item = seen.get(line)
         if item is None:
+            match = _ENTRY.fullmatch(line)
+            if match is None:
+                return None
             try:
-                item = seen[raw] = decode(*(bytes.fromhex(part.replace('"0x', "").replace('"', "").replace(",", ""))
-                                            for part in raw))
+                item = seen[line] = decode(*(bytes.fromhex(part.replace('"0x', "").replace('"', "").replace(",", ""))
+                                             for part in match.groups()))
             except ValueError:
                 return None  # let the careful reader name the entry and the fault
         out.append(item)

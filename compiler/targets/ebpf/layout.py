@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 # --- policy map (reference/cilium.md §1.2, §1.4) ----------------------------------------------
@@ -69,6 +70,12 @@ class PolicyKey:
     def data_bits(self) -> int:
         """Bytes 4..11 (what the LPM trie matches on) as one 64-bit big-endian integer."""
         return int.from_bytes(self.encode()[4:], "big")
+
+    @cached_property
+    def trie_bits(self) -> int:
+        """The first ``prefixlen`` bits of :meth:`data_bits`: what the trie stores the key under
+        (computed once per key: a cluster's maps share their decoded keys)."""
+        return self.data_bits() >> (POLICY_FULL_PREFIX - self.prefixlen)
 
     def formatted(self) -> dict[str, Any]:
         raw = self.encode()
