@@ -26,7 +26,6 @@ from verifier.encoding.terms import (
     ClassAddress,
     Cond,
     SymPacket,
-    Value,
     address_of,
     and_,
     eq,
@@ -57,7 +56,16 @@ class _ClassIdentity:
         return self.address.among(self.by_number.get(number, set()))
 
 
-Identity = Value | _ClassIdentity
+@dataclass(frozen=True)
+class _FreeIdentity:
+    """The ipcache identity of a free address: a term, and the identities it can take (a
+    lookup need not test the others)."""
+
+    term: z3.BitVecRef
+    possible: frozenset[int]
+
+
+Identity = int | _ClassIdentity | _FreeIdentity
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,7 @@ class EbpfEncoding:
         self._class_ids: dict[int, tuple[tuple[int, ...], dict[int, set[int]]]] = {}
         self._hits: dict[tuple[object, ...], _Hit] = {}  # _lookup_one, per map entries and key
         self._groups: dict[tuple[int, int], list[tuple[int, ...]]] = {}  # _alike
-        self._free_ids: dict[tuple[int, str, int], tuple[frozenset[int], z3.BitVecRef]] = {}  # identity
+        self._free_ids: dict[tuple[int, str, int], tuple[frozenset[int], _FreeIdentity]] = {}  # identity
         self._family_endpoints: dict[int, list[EbpfEndpoint]] = {}  # outcome
 
     # --- ipcache ------------------------------------------------------------------------------------
@@ -140,12 +148,12 @@ class EbpfEncoding:
             return _ClassIdentity(address, by_number)
         # the same term for every packet with these variables and exclusions: built once
         key = (family, str(address), id(avoid))
-        held = self._free_ids.get(key)
-        if held is None or held[0] is not avoid:
-            held = self._free_ids[key] = (avoid, self._free_identity(address, family, avoid))
-        return held[1]
+        free = self._free_ids.get(key)
+        if free is None or free[0] is not avoid:
+            free = self._free_ids[key] = (avoid, self._free_identity(address, family, avoid))
+        return free[1]
 
-    def _free_identity(self, address: z3.BitVecRef, family: int, avoid: frozenset[int]) -> z3.BitVecRef:
+    def _free_identity(self, address: z3.BitVecRef, family: int, avoid: frozenset[int]) -> _FreeIdentity:
         skip = self.excluded.get(family, frozenset())
         entries = sorted((e for e in self.art.ipcache.entries
                           if e.network.version == family and not excluded_host(address, e.network, skip)
@@ -154,7 +162,7 @@ class EbpfEncoding:
         term: z3.BitVecRef = z3.BitVecVal(WORLD_FALLBACK[family], _ID_BITS)
         for entry in reversed(entries):
             term = ite(in_network(address, entry.network), z3.BitVecVal(entry.identity, _ID_BITS), term)
-        return term
+        return _FreeIdentity(term, frozenset({WORLD_FALLBACK[family], *(e.identity for e in entries)}))
 
     # --- policy maps ----------------------------------------------------------------------------------
 
@@ -194,11 +202,13 @@ class EbpfEncoding:
             return self._lookup_one(name, identity, egress, packet)
         hit = _Hit.none()
         for numbers in self._alike(name, egress):
+            cond: Cond
             if isinstance(identity, _ClassIdentity):
                 cond = identity.address.among(set().union(*(identity.by_number.get(n, set()) for n in numbers)))
             else:
-                cond = or_(*(identity == n for n in numbers))
-            hit = self._lookup_one(name, numbers[0], egress, packet).choose(cond, hit)
+                cond = or_(*(identity.term == n for n in numbers if n in identity.possible))
+            if cond is not False:
+                hit = self._lookup_one(name, numbers[0], egress, packet).choose(cond, hit)
         return hit
 
     def _alike(self, name: str, egress: int) -> list[tuple[int, ...]]:
@@ -206,14 +216,16 @@ class EbpfEncoding:
         many identities gives each the same entries, and a lookup tells them apart only by that)."""
         key = (id(self.art.maps[name].entries), egress)
         found = self._groups.get(key)
-        if found is None:
+        if found is None:  # both directions at once, from plain values (cheap to hash)
             table = self._table(name)
-            groups: dict[tuple[object, ...], list[int]] = {}
+            groups: tuple[dict[tuple[object, ...], list[int]], ...] = ({}, {})
             for number, direction in sorted(table):
-                if direction == egress:
-                    shape = tuple((k.protocol, k.port, k.port_prefix, e) for k, e in table[(number, direction)])
-                    groups.setdefault(shape, []).append(number)
-            found = self._groups[key] = [tuple(numbers) for numbers in groups.values()]
+                shape = tuple([(k.protocol, k.port, k.port_prefix, e.deny, e.proxy_port, e.priority, e.auth_type)
+                               for k, e in table[(number, direction)]])
+                groups[direction].setdefault(shape, []).append(number)
+            for direction, by_shape in enumerate(groups):
+                self._groups[(key[0], direction)] = [tuple(numbers) for numbers in by_shape.values()]
+            found = self._groups[key]
         return found
 
     def side(self, ep: EbpfEndpoint, egress: int, remote: Identity, packet: SymPacket) -> _Side:

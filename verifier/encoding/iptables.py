@@ -535,8 +535,9 @@ class _Traversal:
 
     def _free_probe(self, ipset: IpSet, flags: tuple[str, ...], address: Address) -> tuple[Cond, Cond]:
         groups: dict[tuple[str | None, int | None], list[SetMember]] = {}
+        free = not isinstance(address, ClassAddress)  # a class index avoids no host entry
         for member in ipset.members:
-            if self._avoided(address, member.network):
+            if free and self._avoided(address, member.network):
                 continue
             groups.setdefault((member.proto, member.port), []).append(member)
         found: list[Cond] = []
@@ -578,8 +579,7 @@ def _longest_prefix_classes(address: ClassAddress, members: list[SetMember]) -> 
     thousands of hosts is a few index ranges rather than one equality per host."""
     decided: dict[int, bool] = {}
     for member in sorted(members, key=lambda m: -m.network.prefixlen):
-        first = int(member.network.network_address)
-        for index in address.span(first, first + member.network.num_addresses - 1):
+        for index in address.indices_in(member.network):
             decided.setdefault(index, not member.nomatch)
     return (address.among({i for i, hit in decided.items() if hit}),
             address.among({i for i, hit in decided.items() if not hit}))

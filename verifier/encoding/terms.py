@@ -139,9 +139,14 @@ class ClassAddress:
     def domain(self) -> Cond:
         return z3.ULT(self.index, len(self.values)) if len(self.values) < 1 << self.bits else True
 
-    def span(self, lo: int, hi: int) -> range:
-        """The indices of the values in ``[lo, hi]``."""
-        return range(bisect_left(self.values, lo), bisect_right(self.values, hi))
+    def indices_in(self, network: IPNetwork) -> range:
+        """The indices of the values in ``network``."""
+        first = int(network.network_address)
+        if network.prefixlen == network.max_prefixlen:
+            at = self._at.get(first)
+            return range(0) if at is None else range(at, at + 1)
+        last = first + (1 << (network.max_prefixlen - network.prefixlen)) - 1
+        return range(bisect_left(self.values, first), bisect_right(self.values, last))
 
     def within(self, lo: int, hi: int) -> Cond:
         """The address lies in ``[lo, hi]``."""
