@@ -154,6 +154,7 @@ class _IptablesFeatures(_Features):
         self.entries: list[tuple[int, str, str, str]] = []  # (family, table, chain, side)
         self.dispatch: dict[tuple[int, str, str], str] = {}  # (family, table, chain) → side
         self.chains: dict[tuple[int, str], Mapping[str, Any]] = {}
+        self._dispatch_rules: dict[tuple[int, str, str, str], list[_DispatchRule]] = {}  # _compiled
         for family in (4, 6):
             sets = texts.get(f"ipsets.v{family}")
             if sets:
@@ -197,24 +198,52 @@ class _IptablesFeatures(_Features):
                  depth: int) -> tuple[str, ...]:
         """The chains dispatch chain ``name`` runs for ``address`` on ``side``, in order. A goto
         into a user chain followed by the end of the frame is a jump to it, and a RETURN ends the
-        frame, so the nested tree flattens to one list of calls."""
+        frame, so the nested tree flattens to one list of calls. ``members``: the address-only
+        sets holding the address (from the signature's own set tags, as ``IpSet.probe`` decides)."""
         if depth > 64:
             raise ValueError(f"dispatch chains nested over 64 deep at {name}")
         out: list[str] = []
-        for rule in self.chains[(family, table)][name].rules:
-            if not _dispatch_hit(rule, side, address, members):
+        value = int(address)
+        for lo, hi, negated, sets, chain, goto in self._compiled(family, table, name, side):
+            if (lo <= value <= hi) == negated:
                 continue
-            target = rule.target
-            chain = getattr(target, "chain", None)
-            if not isinstance(chain, str):
+            if not all((set_name in members) != set_negated for set_name, set_negated in sets):
+                continue
+            if chain is None:
                 return tuple(out)  # RETURN, the only other target a dispatch chain has
             if self.dispatch.get((family, table, chain)) == side:
                 out.extend(self._resolve(family, table, chain, side, address, members, depth + 1))
             else:
                 out.append(chain)
-            if isinstance(target, Goto):
+            if goto:
                 return tuple(out)
         return tuple(out)
+
+    def _compiled(self, family: int, table: str, name: str, side: str) -> list[_DispatchRule]:
+        """A dispatch chain's rules as plain values (the walk runs once per endpoint address)."""
+        key = (family, table, name, side)
+        found = self._dispatch_rules.get(key)
+        if found is None:
+            found = self._dispatch_rules[key] = [_compile_dispatch(rule, side)
+                                                 for rule in self.chains[(family, table)][name].rules]
+        return found
+
+
+# a dispatch rule: the address range it tests (negated or not), its set tests, the chain it calls
+# (None: RETURN) and whether by goto
+_DispatchRule = tuple[int, int, bool, tuple[tuple[str, bool], ...], str | None, bool]
+
+
+def _compile_dispatch(rule: IptRule, side: str) -> _DispatchRule:
+    match_ = rule.source if side == "src" else rule.destination
+    if match_ is None:
+        lo, hi, negated = 0, (1 << 128) - 1, False
+    else:
+        lo = int(match_.network.network_address)
+        lo, hi, negated = lo, lo + match_.network.num_addresses - 1, match_.negated
+    sets = tuple((m.name, m.negated) for m in rule.matches if isinstance(m, SetMatch))
+    chain = getattr(rule.target, "chain", None)
+    return lo, hi, negated, sets, chain if isinstance(chain, str) else None, isinstance(rule.target, Goto)
 
 
 def _set_members(hits: tuple[Hit, ...]) -> set[object]:
@@ -248,16 +277,6 @@ def _dispatch_side(chain: Any) -> str | None:
         if not (isinstance(target, Jump | Goto) or (isinstance(target, Verdict) and target.name == "RETURN")):
             return None
     return sides.pop() if len(sides) == 1 else None
-
-
-def _dispatch_hit(rule: IptRule, side: str, address: Any, members: set[object]) -> bool:
-    """Whether a dispatch rule matches ``address`` on ``side`` (the set-member LPM and nomatch
-    results come from the signature's own set tags: an address is in a plain set when an entry
-    holding it is not a nomatch one, as ``IpSet.probe`` decides for address-only sets)."""
-    match_ = rule.source if side == "src" else rule.destination
-    if match_ is not None and not match_.matches(address):
-        return False
-    return all((match.name in members) != match.negated for match in rule.matches if isinstance(match, SetMatch))
 
 
 class _EbpfFeatures(_Features):
