@@ -2,8 +2,9 @@
 DNS rules, under both profiles; each
 corrupted L7 artifact (a path regex, a header value, a Kafka topic, a DNS pattern, a rule's
 remote identities, a rule's L7 list) and each L7 change of the policies gives a counterexample
-request that the Envoy simulator and the reference evaluator both confirm; the L7 formulas decide
-every request as the rule matchers do.
+request that the Envoy simulator and the reference evaluator both confirm; endpoints of one
+address class are one case while their Envoy configs are equal, and a corrupted config makes its
+endpoint a case of its own; the L7 formulas decide every request as the rule matchers do.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ from tests.test_regex_encoding import patterns
 from tests.test_verify_targets import EXAMPLES, ROOT
 from verifier.encoding.l7 import HttpSpace, envoy_admits, source_admits, space_for
 from verifier.proofs import ProofContext, ProofResult, SourceSpec, Status, envoy_source
-from verifier.simulate.envoy import _http_ok
+from verifier.proofs.address_classes import address_classes
+from verifier.proofs.l7_cases import L7Case, l7_cases
+from verifier.simulate.ebpf import EbpfArtifacts
+from verifier.simulate.envoy import EnvoySimulator, _http_ok
+from verifier.simulate.source import ReferenceEvaluator
 
 Files = dict[str, dict[str, str]]
 
@@ -172,6 +177,53 @@ def test_a_regex_outside_the_subset_is_unknown_never_proved(tmp_path: Path) -> N
     result = _prove(_files(inputs), inputs)
     assert result.status is Status.UNKNOWN, result.to_json()
     assert any("outside the encoded RE2 subset" in reason for reason in result.unknown)
+
+
+# --- one case per class and Envoy config ---------------------------------------------------------
+
+API_1 = "npds/pipeline/api-1.json"
+
+
+def _cases(files: Files, inputs: Inputs) -> list[L7Case]:
+    """The L7 cases as the proof enumerates them (classes under the eBPF side and the source)."""
+    spec = SourceSpec(inputs, Profile.CILIUM)
+    classes = address_classes(files, inputs.cluster, ("ebpf", "source"), spec)
+    ipcache = EbpfArtifacts.of(files["ebpf"]).ipcache
+    return list(l7_cases(ReferenceEvaluator(inputs), EnvoySimulator(files["envoy"]), ipcache, classes))
+
+
+def _pipeline() -> tuple[Files, Inputs]:
+    """The kafka-pipeline example, whose api-0 and api-1 are one address class."""
+    inputs = load_inputs([str(ROOT / "examples" / "kafka-pipeline")])
+    files = _files(inputs)
+    classes = address_classes(files, inputs.cluster, ("ebpf", "source"), SourceSpec(inputs, Profile.CILIUM))
+    assert ("pipeline/api-0", "pipeline/api-1") in classes.members.values()
+    return files, inputs
+
+
+def test_endpoints_of_one_class_with_equal_envoy_configs_are_one_case() -> None:
+    files, inputs = _pipeline()
+    names = [case.name for case in _cases(files, inputs) if case.name.startswith("pipeline/api-")]
+    assert names, "api's proxied connections are cases"
+    assert all(name.startswith("pipeline/api-0 (+1 alike) ingress ") for name in names), names
+    assert _prove(files, inputs).status is Status.PROVED
+
+
+def test_endpoints_of_one_class_with_different_envoy_configs_are_two_cases() -> None:
+    """api-1's NPDS resource loses a header value: api-1 is a case of its own (not represented by
+    api-0, whose config is intact), and the proof finds the difference there."""
+    files, inputs = _pipeline()
+    corrupted = _edit(files, API_1, lambda t: t.replace('"exact": "application/json"', '"exact": "application/xml"', 1))
+    names = [case.name for case in _cases(corrupted, inputs) if case.name.startswith("pipeline/api-")]
+    assert {name.split(" ")[0] for name in names} == {"pipeline/api-0", "pipeline/api-1"}, names
+    assert not any("alike) ingress" in name for name in names), names
+    result = _prove(corrupted, inputs)
+    assert result.status is Status.COUNTEREXAMPLE, result.to_json()
+    assert result.counterexamples
+    assert all(found.slice.startswith("pipeline/api-1 ingress ") for found in result.counterexamples), \
+        [found.slice for found in result.counterexamples]
+    api_1 = next(ep for ep in inputs.cluster.endpoints if ep.key == "pipeline/api-1")
+    assert {found.dst for found in result.counterexamples} == {str(api_1.addresses[0])}
 
 
 # --- the formulas against the matchers -------------------------------------------------------------

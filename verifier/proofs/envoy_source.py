@@ -4,10 +4,13 @@ exactly the requests the policies' L7 rules admit.
 The Envoy side is read from ``OUT/envoy/`` (the index, NPDS resources, DNS-proxy documents), with
 the remote's identity from ``OUT/ebpf/ipcache.json`` as ``bpf_metadata`` gets it; the source side
 from the parsed policies (:meth:`verifier.simulate.source.ReferenceEvaluator.evaluate_direction`).
-Connections are enumerated by :mod:`verifier.proofs.l7_cases`; for each distinct pair of rule
-sets the solver looks for an HTTP, Kafka or DNS request one side admits and the other does not
-(:mod:`verifier.encoding.l7`). A request it finds is replayed through the Envoy simulator and the
-reference evaluator; only a difference both confirm is a counterexample.
+Connections are enumerated by :mod:`verifier.proofs.l7_cases`: the remotes one endpoint address
+per class of :func:`verifier.proofs.address_classes.address_classes` under the eBPF side (the
+remote's identity) and the source (its view), the proxied endpoints one address per class and
+Envoy config. For each distinct pair of rule sets the solver looks for an HTTP, Kafka or DNS
+request one side admits and the other does not (:mod:`verifier.encoding.l7`). A request it finds
+is replayed through the Envoy simulator and the reference evaluator; only a difference both
+confirm is a counterexample.
 
 A connection the source sends to a parser for which Envoy holds no policy, or holds another
 parser's, is a counterexample without a request.
@@ -18,9 +21,10 @@ from __future__ import annotations
 import time
 
 from compiler.flow import Direction, Flow, L7Request
+from verifier.proofs.address_classes import address_classes
 from verifier.proofs.l7_cases import L7Case, l7_cases
 from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, Status
-from verifier.proofs.run import SHOWN, TIMEOUT_MS, flow_text
+from verifier.proofs.run import SHOWN, SOURCE, TIMEOUT_MS, flow_text
 from verifier.simulate.ebpf import EbpfArtifacts
 from verifier.simulate.envoy import EnvoySimulator
 from verifier.simulate.source import ReferenceEvaluator
@@ -42,8 +46,13 @@ def prove(ctx: ProofContext) -> ProofResult:
     envoy = EnvoySimulator(ctx.files["envoy"])
     ipcache = EbpfArtifacts.of(ctx.files["ebpf"]).ipcache
     ref = ReferenceEvaluator(ctx.source.inputs, ctx.source.profile, ctx.source.label_filter)
+    classes = address_classes(ctx.files, ctx.cluster, ("ebpf", SOURCE), ctx.source)
+
+    def enumerating(done: int, total: int) -> None:
+        ctx.progress(f"{NAME} (connections)", done, total)
+
     groups: dict[tuple[object, ...], list[L7Case]] = {}
-    for case in l7_cases(ref, envoy, ipcache):
+    for case in l7_cases(ref, envoy, ipcache, classes, enumerating):
         groups.setdefault(case.key(), []).append(case)
     found: list[Counterexample] = []
     unknown: list[str] = []

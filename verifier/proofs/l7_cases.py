@@ -8,30 +8,74 @@ boundaries. So the cases are every (endpoint, direction) that either side sends 
 every remote cell × every (protocol, port range) cut at both sides' boundaries: one
 representative per case decides the whole case. Cases that hold the same rules on both sides are
 grouped, so the solver sees each distinct question once.
+
+**Classes, not addresses.** Enumerating every endpoint address as own side × every endpoint
+address as remote grows with the square of the cluster; both are taken per class instead, and
+exactly so:
+
+- *The remote.* A case reads the remote endpoint only through the reference evaluator's view of
+  it (:meth:`ReferenceEvaluator.peer_rules`: its kind and visible labels for selectors and
+  entities, which policy prefixes hold its address for CIDR peers, its declared ports for named
+  ports; :meth:`~ReferenceEvaluator.decide` reads nothing more of it), through its ipcache
+  identity (Envoy's ``remote_policies`` are keyed by it; :meth:`EnvoySimulator.applicable` gets
+  nothing else of the remote), and through whether it is the own address. The ``source``
+  signature of :func:`verifier.proofs.address_classes.address_classes` holds the view's kind and
+  labels, the pod's namespace, labels and ports and every policy prefix holding the address (to
+  the host route); its ``ebpf`` signature holds the ipcache identity. So two endpoint addresses
+  of one class give the same case from or to any own address other than both: the class's
+  representative stands for it, and where the representative *is* the own address, the class's
+  kept second member does (the flow from an address to itself is no connection, the one to
+  another member of its class is). Under ``cilium`` the view says less: CIDR peers never select
+  an endpoint and named ports resolve against the own endpoint or the whole cluster, so an
+  endpoint matters by kind and labels only (the argument of ``_peer_key`` in
+  :mod:`verifier.encoding.source`); classes whose addresses agree in those and in identity are
+  merged (any member other than the own address stands for the merged class). Under ``k8s`` the classes stay whole.
+  The node and every world cell are kept as they are.
+- *The own endpoint.* The source reads it through the same view (the units selecting it, its
+  ports for named ports on ingress), which its class fixes; Envoy reads its index entry (the
+  redirects) and the NPDS / DNS documents the entry names, which no class sees. So own addresses
+  are grouped by (class, the entry's content with those documents resolved), and one address per
+  group is enumerated. The content drops only the fields that name the endpoint itself (its key,
+  id and addresses, where the documents repeat the entry's own id and addresses), never a rule:
+  an endpoint whose Envoy config differs in anything else — a corrupted regex, a missing
+  redirect — is a group, and a case, of its own.
+
+Case names say how many endpoints they stand for (``ns/pod (+12 alike)``), as the slices of the
+target proofs do.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
-from compiler.cluster import Endpoint
-from compiler.flow import Direction, Flow, IPAddress, Protocol
+from compiler.cluster import Cluster, Endpoint
+from compiler.flow import Direction, Flow, IPAddress, Profile, Protocol
+from verifier.proofs.address_classes import AddressClasses
 from verifier.regions import AddressCell, address_cells, split_ranges
 from verifier.simulate.ebpf import Ipcache
 from verifier.simulate.envoy import Applicable, EnvoySimulator, NotRedirected
 from verifier.simulate.source import ReferenceEvaluator, RuleMatch
+from verifier.simulate.source_labels import PeerKind
+from verifier.simulate.source_rules import PeerRules, PolicyUnit
 
 L7_PROTOCOLS = (Protocol.TCP, Protocol.UDP, Protocol.SCTP)
 MAX_PORT = 65535
+
+#: Index-entry fields that name the endpoint itself (the trace and the lookup by address read
+#: them; no decision does), and the documents' fields that repeat the entry's own id and addresses.
+_ENTRY_NAMES = ("endpoint", "endpoint_id", "ips")
+_DOCUMENT_NAMES = {"endpoint_id": "endpoint_id", "endpoint_ips": "ips"}
 
 
 @dataclass(frozen=True)
 class L7Case:
     """One connection class: a representative flow and what each side holds for it."""
 
-    endpoint: str
+    endpoint: str  # the own endpoint's key, with how many alike it stands for
     direction: Direction
     remote: AddressCell
     identity: int  # the remote's identity (Envoy's ``remote_policies`` are keyed by it)
@@ -42,6 +86,7 @@ class L7Case:
     source_parser: str | None  # None: the source lets the connection through without a proxy
     source: tuple[RuleMatch, ...]
     envoy: Applicable | None  # None: Envoy has no policy for it
+    envoy_key: tuple[object, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -51,52 +96,149 @@ class L7Case:
 
     def key(self) -> tuple[object, ...]:
         """What the question depends on: equal keys, equal answers."""
-        envoy = None
-        if self.envoy is not None:
-            envoy = (self.envoy.parser, self.envoy.denies != (),
-                     tuple(sorted(json.dumps(rule, sort_keys=True) for _, rule in self.envoy.allows)))
+        envoy = self.envoy_key if self.envoy_key is not None else envoy_rules_key(self.envoy)
         source = tuple(sorted(repr(m.l7) for m in self.source))
         return (self.source_parser, envoy, source)
 
 
-def l7_cases(ref: ReferenceEvaluator, envoy: EnvoySimulator, ipcache: Ipcache) -> Iterator[L7Case]:
-    """Every connection class either side sends to a proxy (see the module docstring)."""
+def envoy_rules_key(rules: Applicable | None) -> tuple[object, ...] | None:
+    """Envoy's part of :meth:`L7Case.key`: the parser, whether a deny applies, the allow rules."""
+    if rules is None:
+        return None
+    return (rules.parser, rules.denies != (),
+            tuple(sorted(json.dumps(rule, sort_keys=True) for _, rule in rules.allows)))
+
+
+@dataclass(frozen=True)
+class OwnGroup:
+    """Own endpoint addresses that give the same cases: one class, equal Envoy configs."""
+
+    endpoint: Endpoint  # the representative's endpoint
+    address: IPAddress  # the representative, enumerated for the group
+    endpoints: tuple[str, ...]  # every endpoint key the group holds (sorted)
+
+    @property
+    def name(self) -> str:
+        return _named(self.endpoint.key, len(self.endpoints))
+
+
+Member = tuple[IPAddress, str]  # an endpoint address and its endpoint's key
+L7Units = Mapping[Direction, tuple[PolicyUnit, ...]]  # per direction, the units with an L7 allow in it
+
+
+@dataclass(frozen=True)
+class RemoteClass:
+    """Endpoint addresses that are interchangeable as the remote: a representative, the members
+    that stand for it where the representative is the own address (the flow from an address to
+    itself is no connection, the one to another member is), and the endpoints it stands for."""
+
+    first: Member
+    others: tuple[Member, ...]  # one kept second member; every candidate when the classes name none
+    endpoints: frozenset[str]
+
+    @cached_property
+    def cells(self) -> tuple[AddressCell, tuple[AddressCell, ...]]:
+        """The members as remote cells, named for the endpoints they stand for."""
+        count = len(self.endpoints)
+        return (AddressCell("endpoint", _named(self.first[1], count), self.first[0]),
+                tuple(AddressCell("endpoint", _named(key, count), address) for address, key in self.others))
+
+    def cells_for(self, own: IPAddress) -> tuple[AddressCell, ...]:
+        """The cells that stand for the class as the remote of ``own`` (none: only ``own`` is in it)."""
+        first, others = self.cells
+        return (first,) if first.representative != own else tuple(c for c in others if c.representative != own)
+
+
+def l7_cases(ref: ReferenceEvaluator, envoy: EnvoySimulator, ipcache: Ipcache,
+             classes: AddressClasses | None = None,
+             progress: Callable[[int, int], None] = lambda _done, _total: None) -> Iterator[L7Case]:
+    """Every connection class either side sends to a proxy (see the module docstring).
+
+    ``classes``: the endpoint addresses' classes under the ``ebpf`` and ``source`` sides (None:
+    every address is its own class). ``progress`` is called after each own group, with the
+    number of groups."""
     cluster = ref.cluster
-    cells = address_cells(cluster, [str(n) for n in ref.policy_networks()])
-    source_spans = {protocol: _source_spans(ref, protocol) for protocol in L7_PROTOCOLS}
+    classes = classes or AddressClasses()
+    fixed = [c for c in address_cells(cluster, [str(n) for n in ref.policy_networks()]) if c.kind != "endpoint"]
+    remotes = remote_classes(ref, ipcache, classes)
+    spans = _Spans(ref, envoy)
+    l7_units = _l7_units(ref)
+    groups = [g for g in own_groups(ref, envoy, classes) if _proxied(ref, l7_units, envoy, g)]
+    for done, group in enumerate(groups, 1):
+        for direction in Direction:
+            if _envoy_redirects(envoy, group.address, direction) or _source_has_l7(ref, l7_units, group.endpoint,
+                                                                                   direction):
+                yield from _group_cases(ref, envoy, ipcache, group, direction, _remote_cells(group, remotes, fixed),
+                                        spans)
+        progress(done, len(groups))
+
+
+# --- the own side ------------------------------------------------------------------------------
+
+def own_groups(ref: ReferenceEvaluator, envoy: EnvoySimulator, classes: AddressClasses) -> list[OwnGroup]:
+    """Every endpoint address, grouped by (its class, its Envoy config); in cluster order, each
+    group represented by its first address."""
+    class_of = _address_class(ref.cluster, classes)
+    contents: dict[int, str] = {}  # id(entry) → its content, for endpoints with several addresses
+    found: dict[tuple[object, ...], list[tuple[Endpoint, IPAddress]]] = {}
+    for ep in ref.cluster.endpoints:
+        for address in ep.addresses:
+            content = _content(envoy, envoy.entry(address), contents)
+            own_class = class_of.get((address.version, int(address)), ("alone", ep.key, str(address)))
+            found.setdefault((own_class, content), []).append((ep, address))
+    return [OwnGroup(members[0][0], members[0][1], tuple(sorted({ep.key for ep, _ in members})))
+            for members in found.values()]
+
+
+def _content(envoy: EnvoySimulator, entry: Mapping[str, Any] | None, seen: dict[int, str]) -> str:
+    """:func:`envoy_content`, once per entry (an endpoint's addresses share theirs)."""
+    if entry is None:
+        return "null"
+    found = seen.get(id(entry))
+    if found is None:
+        found = seen[id(entry)] = envoy_content(envoy, entry)
+    return found
+
+
+def envoy_content(envoy: EnvoySimulator, entry: Mapping[str, Any]) -> str:
+    """An index entry's content, canonical JSON, with the NPDS / DNS documents it names in place
+    of their paths, less the fields that name the endpoint itself (see the module docstring)."""
+    content: dict[str, Any] = {k: v for k, v in entry.items() if k not in _ENTRY_NAMES}
+    for doc_key in ("npds", "dns"):
+        if doc_key in entry:
+            document = envoy.document(entry[doc_key])
+            content[doc_key] = {k: v for k, v in document.items()
+                                if not (k in _DOCUMENT_NAMES and v == entry.get(_DOCUMENT_NAMES[k]))}
+    return json.dumps(content, sort_keys=True, separators=(",", ":"))
+
+
+def _address_class(cluster: Cluster, classes: AddressClasses) -> dict[tuple[int, int], tuple[object, ...]]:
+    """(family, address) → its class, for the addresses whose class ``classes`` tells: an
+    endpoint's only address of a family, not shared with another endpoint. The rest (the node's
+    address, an endpoint's second address of a family, a shared one) are left out: each is a
+    group of its own."""
+    heads: dict[tuple[int, str], list[int]] = {}
+    for (family, head), keys in classes.members.items():
+        for key in keys:
+            heads.setdefault((family, key), []).append(head)
+    owners: dict[tuple[int, int], int] = {}
+    for ep in cluster.endpoints:
+        for address in set(ep.addresses):
+            owners[(address.version, int(address))] = owners.get((address.version, int(address)), 0) + 1
+    out: dict[tuple[int, int], tuple[object, ...]] = {}
     for ep in cluster.endpoints:
         for address in ep.addresses:
-            for direction in Direction:
-                redirected = _envoy_redirects(envoy, address, direction)
-                if not redirected and not _source_has_l7(ref, ep, direction):
-                    continue
-                for protocol in L7_PROTOCOLS:
-                    spans = source_spans[protocol] | _envoy_spans(envoy, address, direction)
-                    for lo, hi in split_ranges(spans, MAX_PORT):
-                        for cell in cells:
-                            case = _case(ref, envoy, ipcache, ep.key, address, direction, cell, protocol, lo, hi)
-                            if case is not None:
-                                yield case
+            family, value = address.version, int(address)
+            found = heads.get((family, ep.key), [])
+            alone = sum(1 for a in ep.addresses if a.version == family) == 1 and owners[(family, value)] == 1
+            if alone and len(found) == 1:
+                out[(family, value)] = ("class", family, found[0])
+    return out
 
 
-def _case(ref: ReferenceEvaluator, envoy: EnvoySimulator, ipcache: Ipcache, endpoint: str, address: IPAddress,
-          direction: Direction, cell: AddressCell, protocol: Protocol, lo: int, hi: int) -> L7Case | None:
-    remote = cell.representative
-    if remote.version != address.version or remote == address:
-        return None
-    src, dst = (remote, address) if direction is Direction.INGRESS else (address, remote)
-    flow = Flow(src, dst, protocol, lo)
-    decision, matches = ref.evaluate_direction(flow, direction)
-    if not decision.allowed:
-        return None  # dropped before any proxy: the L3/L4 proofs' business
-    identity = ipcache.lookup(remote)
-    try:
-        rules: Applicable | None = envoy.applicable(address, direction.value, identity, protocol, lo)
-    except NotRedirected:
-        rules = None
-    if decision.redirect is None and rules is None:
-        return None
-    return L7Case(endpoint, direction, cell, identity, protocol, lo, hi, flow, decision.redirect, matches, rules)
+def _proxied(ref: ReferenceEvaluator, l7_units: L7Units, envoy: EnvoySimulator, group: OwnGroup) -> bool:
+    return any(_envoy_redirects(envoy, group.address, d) or _source_has_l7(ref, l7_units, group.endpoint, d)
+               for d in Direction)
 
 
 def _envoy_redirects(envoy: EnvoySimulator, address: IPAddress, direction: Direction) -> bool:
@@ -104,9 +246,180 @@ def _envoy_redirects(envoy: EnvoySimulator, address: IPAddress, direction: Direc
     return entry is not None and any(r["direction"] == direction.value for r in entry["redirects"])
 
 
-def _source_has_l7(ref: ReferenceEvaluator, ep: Endpoint, direction: Direction) -> bool:
-    return any(pm.parser is not None for unit in ref.units_for(ep, direction)
-               for rule in unit.allows.get(direction, ()) for pm in rule.ports or ())
+def _l7_units(ref: ReferenceEvaluator) -> L7Units:
+    """Per direction, the units with an L7 allow in it (few: asking them first spares looking up
+    every unit selecting each endpoint)."""
+    return {d: tuple(u for u in ref.units if d in u.directions and _has_parser(u, d)) for d in Direction}
+
+
+def _has_parser(unit: PolicyUnit, direction: Direction) -> bool:
+    return any(pm.parser is not None for rule in unit.allows.get(direction, ()) for pm in rule.ports or ())
+
+
+def _source_has_l7(ref: ReferenceEvaluator, l7_units: L7Units, ep: Endpoint, direction: Direction) -> bool:
+    """Whether a unit selecting ``ep`` has an L7 allow in ``direction``; when one may, the units
+    are looked up as the evaluator does, which also refuses conflicting parsers."""
+    if not any(ref.selects(u, ep) for u in l7_units[direction]):
+        return False
+    return any(_has_parser(unit, direction) for unit in ref.units_for(ep, direction))
+
+
+# --- the remote side ---------------------------------------------------------------------------
+
+def remote_classes(ref: ReferenceEvaluator, ipcache: Ipcache,
+                   classes: AddressClasses) -> dict[int, list[RemoteClass]]:
+    """Per family, the endpoint addresses as remotes: the address classes (without classes, each
+    address is one), merged where the remote's view says they may be (:func:`_remote_key`). The
+    node's address is in none (its cell is kept)."""
+    merged: dict[tuple[int, tuple[object, ...]], list[RemoteClass]] = {}
+    for family, remote in _address_remotes(ref.cluster, classes):
+        merged.setdefault((family, _remote_key(ref, ipcache, remote.first[0])), []).append(remote)
+    out: dict[int, list[RemoteClass]] = {4: [], 6: []}
+    for (family, _), parts in merged.items():
+        # a merged class's second member: the next class's representative (another address)
+        others = tuple(p.first for p in parts[1:2]) or parts[0].others
+        out[family].append(RemoteClass(parts[0].first, others, frozenset().union(*(p.endpoints for p in parts))))
+    return out
+
+
+def _remote_key(ref: ReferenceEvaluator, ipcache: Ipcache, address: IPAddress) -> tuple[object, ...]:
+    """What of a remote endpoint address a case reads: under ``cilium``, its kind, its visible
+    labels and its identity (CIDR peers never select an endpoint there, and named ports resolve
+    against the own endpoint or the whole cluster, as :mod:`verifier.encoding.source` argues for
+    ``_peer_key``); under ``k8s`` CIDR peers and the remote's named ports matter too, so the
+    address class stays whole."""
+    view = ref.view(address)
+    if ref.profile is Profile.CILIUM and view.kind is PeerKind.ENDPOINT:
+        return ("view", view.labels, ipcache.lookup(address))
+    return ("class", int(address))
+
+
+def _address_remotes(cluster: Cluster, classes: AddressClasses) -> Iterator[tuple[int, RemoteClass]]:
+    """One :class:`RemoteClass` per address class (per endpoint address without classes), by
+    representative address."""
+    node = cluster.node_address
+    by_address = {a: ep.key for ep in cluster.endpoints for a in ep.addresses if a != node}
+    if not classes.members:
+        for address in sorted(by_address, key=lambda a: (a.version, int(a))):
+            yield address.version, RemoteClass((address, by_address[address]), (), frozenset({by_address[address]}))
+        return
+    as_ip: dict[tuple[int, int], IPAddress] = {(a.version, int(a)): a for a in by_address}
+    for (family, head), keys in sorted(classes.members.items()):
+        first = as_ip[(family, head)]
+        alternate = classes.alternates.get((family, head))
+        others: tuple[Member, ...] = ()
+        if alternate is not None:
+            others = ((as_ip[(family, alternate)], by_address[as_ip[(family, alternate)]]),)
+        elif len(keys) > 1:  # the head is shared by two endpoints: which other address is in the class is
+            others = _addresses_of(cluster, family, set(keys), first)  # not told, so every candidate
+        yield family, RemoteClass((first, by_address[first]), others, frozenset(keys))
+
+
+def _addresses_of(cluster: Cluster, family: int, keys: set[str], besides: IPAddress) -> tuple[Member, ...]:
+    """The ``family`` addresses of the endpoints ``keys`` other than ``besides`` and the node's (a
+    superset of the class's other members: an address of another class only adds a real case)."""
+    node = cluster.node_address
+    found = {(a, ep.key) for ep in cluster.endpoints if ep.key in keys for a in ep.addresses
+             if a.version == family and a not in (node, besides)}
+    return tuple(sorted(found, key=lambda item: (int(item[0]), item[1])))
+
+
+def _remote_cells(group: OwnGroup, remotes: Mapping[int, list[RemoteClass]],
+                  fixed: list[AddressCell]) -> list[AddressCell]:
+    """The remote cells of one own address: one address per remote class, the node, the world."""
+    own = group.address
+    cells = [cell for remote in remotes.get(own.version, ()) for cell in remote.cells_for(own)]
+    cells.extend(c for c in fixed if c.representative.version == own.version and c.representative != own)
+    return cells
+
+
+def _named(key: str, count: int) -> str:
+    return key if count <= 1 else f"{key} (+{count - 1} alike)"
+
+
+# --- the cases ---------------------------------------------------------------------------------
+
+class _Spans:
+    """The port spans of each (protocol, own Envoy config, direction), computed once each."""
+
+    def __init__(self, ref: ReferenceEvaluator, envoy: EnvoySimulator) -> None:
+        self.envoy = envoy
+        self.source = {protocol: _source_spans(ref, protocol) for protocol in L7_PROTOCOLS}
+        self._cut: dict[tuple[int, Direction, Protocol], list[tuple[int, int]]] = {}
+
+    def of(self, address: IPAddress, direction: Direction, protocol: Protocol) -> list[tuple[int, int]]:
+        entry = self.envoy.entry(address)
+        key = (id(entry), direction, protocol)
+        found = self._cut.get(key)
+        if found is None:
+            spans = self.source[protocol] | _envoy_spans(self.envoy, address, direction)
+            found = self._cut[key] = split_ranges(spans, MAX_PORT)
+        return found
+
+
+@dataclass(frozen=True)
+class _Remote:
+    """One remote cell of one own address and direction, with its identity."""
+
+    cell: AddressCell
+    identity: int
+
+
+def _peers(ref: ReferenceEvaluator, own: Endpoint, direction: Direction, cells: list[AddressCell],
+           ipcache: Ipcache) -> list[tuple[PeerRules, list[_Remote]]]:
+    """The remote cells by the source's rules for them (:attr:`PeerRules.key`: equal keys, equal
+    decisions on every port), in the order each rule set first appears."""
+    found: dict[tuple[object, ...], tuple[PeerRules, list[_Remote]]] = {}
+    for cell in cells:
+        rules = ref.peer_rules(direction, own, ref.view(cell.representative))
+        found.setdefault(rules.key, (rules, []))[1].append(_Remote(cell, ipcache.lookup(cell.representative)))
+    return list(found.values())
+
+
+def _group_cases(ref: ReferenceEvaluator, envoy: EnvoySimulator, ipcache: Ipcache, group: OwnGroup,
+                 direction: Direction, cells: list[AddressCell], spans: _Spans) -> Iterator[L7Case]:
+    """The cases of one own address and direction: every protocol × port span × remote cell.
+
+    The source's peer rules do not depend on the port (:meth:`ReferenceEvaluator.evaluate_direction`
+    is :meth:`~ReferenceEvaluator.peer_rules` then :meth:`~ReferenceEvaluator.decide`), so they
+    are looked up once per remote, and a port is decided once per distinct rule set; Envoy's rules
+    once per (identity, protocol, port)."""
+    own = ref.view(group.address).endpoint
+    if own is None:
+        raise ValueError(f"{group.address} is not an endpoint: it has no {direction.value} policy")
+    peers = _peers(ref, own, direction, cells, ipcache)
+    applicable: dict[tuple[int, Protocol, int], tuple[Applicable | None, tuple[object, ...] | None]] = {}
+    for protocol in L7_PROTOCOLS:
+        for lo, hi in spans.of(group.address, direction, protocol):
+            for rules, remotes in peers:
+                # decide reads the flow's protocol and port only: any remote's flow decides them all
+                decision, matches = ref.decide(rules, _flow(group.address, remotes[0].cell, direction, protocol, lo))
+                if not decision.allowed:
+                    continue  # dropped before any proxy: the L3/L4 proofs' business
+                for remote in remotes:
+                    key = (remote.identity, protocol, lo)
+                    if key not in applicable:
+                        found = _applicable(envoy, group.address, direction, remote.identity, protocol, lo)
+                        applicable[key] = (found, envoy_rules_key(found))
+                    envoy_rules, envoy_key = applicable[key]
+                    if decision.redirect is None and envoy_rules is None:
+                        continue
+                    flow = _flow(group.address, remote.cell, direction, protocol, lo)
+                    yield L7Case(group.name, direction, remote.cell, remote.identity, protocol, lo, hi, flow,
+                                 decision.redirect, matches, envoy_rules, envoy_key)
+
+
+def _flow(own: IPAddress, remote: AddressCell, direction: Direction, protocol: Protocol, port: int) -> Flow:
+    src, dst = (remote.representative, own) if direction is Direction.INGRESS else (own, remote.representative)
+    return Flow(src, dst, protocol, port)
+
+
+def _applicable(envoy: EnvoySimulator, address: IPAddress, direction: Direction, identity: int,
+                protocol: Protocol, port: int) -> Applicable | None:
+    try:
+        return envoy.applicable(address, direction.value, identity, protocol, port)
+    except NotRedirected:
+        return None
 
 
 def _source_spans(ref: ReferenceEvaluator, protocol: Protocol) -> set[tuple[int, int]]:
