@@ -113,8 +113,8 @@ class TargetEncodings:
         if source is not None:
             from verifier.encoding.source import SourceEncoding
 
-            self.sides[SOURCE] = Encoded(SourceEncoding(source.inputs, source.profile, source.label_filter,
-                                                        self.excluded).outcome)
+            enc = SourceEncoding(source.inputs, source.profile, source.label_filter, self.excluded)
+            self.sides[SOURCE] = Encoded(enc.outcome, enc.half)
 
     def _terms(self, name: str, packet: SymPacket, piece: Slice) -> z3.BitVecRef:
         side = self.sides[name]

@@ -175,13 +175,18 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
                        tuple(unknown))
 
 
+#: the sides whose encodings have a half-flow outcome (verifier/encoding/targets.py, ``Encoded.half``)
+HALVED = frozenset({"iptables", "ebpf", SOURCE})
+
+
 def _half_mode(left: str, right: str, files: Mapping[str, Mapping[str, str]], classes: AddressClasses) -> bool:
-    """Whether the proof goes by half flows (verifier/proofs/slices.py, half_slices): both sides compose
-    from halves (eBPF by construction, iptables when its layout shows it), and no address
-    belongs to two endpoints."""
+    """Whether the proof goes by half flows (verifier/proofs/slices.py, half_slices): every side
+    composes from halves (eBPF by construction, the source by definition, iptables when its
+    layout shows it), and no address belongs to two endpoints. ``files`` holds the sides' own
+    artifacts only, so iptables' layout is asked about only when it is a side."""
     from verifier.encoding.targets import composable
 
-    return {left, right} == {"iptables", "ebpf"} and not classes.shared and composable(files) is None
+    return {left, right} <= HALVED and not classes.shared and composable(files) is None
 
 
 def _simulators(left: str, right: str, ctx: ProofContext) -> dict[str, Any]:
