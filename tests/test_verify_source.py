@@ -35,6 +35,7 @@ from tests.test_verify_targets import (
     MUTATIONS,
     ROOT,
     Files,
+    _accepting_egress_chain,
     _edit,
     _files,
     _generated,
@@ -167,14 +168,7 @@ def test_an_iptables_egress_chain_that_accepts_is_found_against_the_source_by_wh
     """The half is refused as it is built (not composable), so the slice is re-proved whole."""
     inputs = _generated(tmp_path)
     files = _files(inputs)
-    chain = next(line.split()[1] for line in files["iptables"]["rules.v4"].splitlines()
-                 if line.startswith("-A NPC-E-") and line.endswith("-j DROP"))
-
-    def accept(text: str) -> str:
-        return "".join(line.replace("-j DROP", "-j ACCEPT") if line.startswith(f"-A {chain} ") else line
-                       for line in text.splitlines(keepends=True))
-
-    result = _prove("iptables", _edit(files, "iptables", "rules.v4", accept), inputs)
+    result = _prove("iptables", _accepting_egress_chain(files), inputs)
     assert result.status is Status.COUNTEREXAMPLE, result.to_json()
     assert any("(whole flows)" in c.slice for c in result.counterexamples), result.to_json()
 

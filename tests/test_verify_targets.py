@@ -96,14 +96,7 @@ def test_an_egress_chain_that_accepts_is_re_proved_as_whole_flows_and_found(tmp_
     flows, which find the flows the ingress side should have dropped."""
     inputs = _generated(tmp_path)
     files = _files(inputs)
-    chain = next(line.split()[1] for line in files["iptables"]["rules.v4"].splitlines()
-                 if line.startswith("-A NPC-E-") and line.endswith("-j DROP"))
-
-    def accept(text: str) -> str:
-        return "".join(line.replace("-j DROP", "-j ACCEPT") if line.startswith(f"-A {chain} ") else line
-                       for line in text.splitlines(keepends=True))
-
-    result = _prove(_edit(files, "iptables", "rules.v4", accept), inputs)
+    result = _prove(_accepting_egress_chain(files), inputs)
     assert result.status is Status.COUNTEREXAMPLE, result.to_json()
     assert any("(whole flows)" in c.slice for c in result.counterexamples), result.to_json()
 
@@ -137,6 +130,19 @@ def test_every_conformance_case_is_proved(profile: Profile, tmp_path: Path) -> N
 
 
 # --- mutations --------------------------------------------------------------------------------
+
+def _accepting_egress_chain(files: Files) -> Files:
+    """``files`` with one egress chain's DROPs turned into ACCEPTs: a change that skips the
+    destination's ingress, so the chain's half is not composable."""
+    chain = next(line.split()[1] for line in files["iptables"]["rules.v4"].splitlines()
+                 if line.startswith("-A NPC-E-") and line.endswith("-j DROP"))
+
+    def accept(text: str) -> str:
+        return "".join(line.replace("-j DROP", "-j ACCEPT") if line.startswith(f"-A {chain} ") else line
+                       for line in text.splitlines(keepends=True))
+
+    return _edit(files, "iptables", "rules.v4", accept)
+
 
 def _edit(files: Files, target: str, name: str, edit: Callable[[str], str]) -> Files:
     out = {t: dict(f) for t, f in files.items()}

@@ -308,19 +308,8 @@ class SourceEncoding:
                    ep: Endpoint, remotes: _Remotes, requires: tuple[tuple[Requirement, ...], ...]) -> RuleTerm:
         """:meth:`_rule` for every remote: its peers select the remote, and some port matches."""
         selected = remotes.among(remotes.views.selected(rule.peers, requires))
-        if selected is False or rule.ports is None:
-            return RuleTerm(unit, rule, selected, {})
-        conds = []
-        parsers: dict[str, list[Cond]] = {}
-        for pm in rule.ports:
-            for protocol in sorted(pm.protocols):
-                cond = and_(selected, eq(packet.protocol, int(protocol)),
-                            self._half_port(packet, pm, protocol, direction, ep, remotes))
-                conds.append(cond)
-                parser = pm.parser_for(protocol)
-                if parser is not None and cond is not False and not rule.deny:
-                    parsers.setdefault(parser, []).append(cond)
-        return RuleTerm(unit, rule, or_(*conds), {name: or_(*c) for name, c in parsers.items()})
+        return _rule_term(packet, unit, rule, selected,
+                          lambda pm, protocol: self._half_port(packet, pm, protocol, direction, ep, remotes))
 
     def _half_port(self, packet: SymPacket, pm: PortMatch, protocol: Protocol, direction: Direction, ep: Endpoint,
                    remotes: _Remotes) -> Cond:
@@ -392,20 +381,9 @@ class SourceEncoding:
     def _rule(self, packet: SymPacket, unit: PolicyUnit, rule: SourceRule, direction: Direction, own: PeerView,
               peer: PeerView, requires: tuple[tuple[Requirement, ...], ...]) -> RuleTerm:
         """When ``rule`` matches (some peer and some port), and when it redirects to each parser."""
-        if not any(self.ref.peer_matches(p, peer, requires) for p in rule.peers):
-            return RuleTerm(unit, rule, False, {})
-        if rule.ports is None:
-            return RuleTerm(unit, rule, True, {})
-        conds = []
-        parsers: dict[str, list[Cond]] = {}
-        for pm in rule.ports:
-            for protocol in sorted(pm.protocols):
-                cond = and_(eq(packet.protocol, int(protocol)), self._port(packet, pm, protocol, direction, own, peer))
-                conds.append(cond)
-                parser = pm.parser_for(protocol)
-                if parser is not None and cond is not False and not rule.deny:
-                    parsers.setdefault(parser, []).append(cond)
-        return RuleTerm(unit, rule, or_(*conds), {name: or_(*c) for name, c in parsers.items()})
+        selected = any(self.ref.peer_matches(p, peer, requires) for p in rule.peers)
+        return _rule_term(packet, unit, rule, selected,
+                          lambda pm, protocol: self._port(packet, pm, protocol, direction, own, peer))
 
     def _port(self, packet: SymPacket, pm: PortMatch, protocol: Protocol, direction: Direction, own: PeerView,
               peer: PeerView) -> Cond:
@@ -570,6 +548,25 @@ def _redirect_or(proxy: z3.BitVecRef, otherwise: z3.BitVecRef) -> z3.BitVecRef:
     if z3.is_bv_value(proxy):
         return otherwise if proxy.as_long() == 0 else redirected(proxy.as_long())
     return ite(proxy != 0, redirected(proxy), otherwise)
+
+
+def _rule_term(packet: SymPacket, unit: PolicyUnit, rule: SourceRule, selected: Cond,
+               port: Callable[[PortMatch, Protocol], Cond]) -> RuleTerm:
+    """A rule's term from when its peers select the remote and, per port entry and protocol, when
+    the port matches: it matches on a selected remote with some port, and an allow redirects
+    where a port with a parser matches."""
+    if selected is False or rule.ports is None:
+        return RuleTerm(unit, rule, selected, {})
+    conds = []
+    parsers: dict[str, list[Cond]] = {}
+    for pm in rule.ports:
+        for protocol in sorted(pm.protocols):
+            cond = and_(selected, eq(packet.protocol, int(protocol)), port(pm, protocol))
+            conds.append(cond)
+            parser = pm.parser_for(protocol)
+            if parser is not None and cond is not False and not rule.deny:
+                parsers.setdefault(parser, []).append(cond)
+    return RuleTerm(unit, rule, or_(*conds), {name: or_(*c) for name, c in parsers.items()})
 
 
 def _select(cases: list[tuple[Cond, bool, z3.BitVecRef]]) -> z3.BitVecRef:

@@ -148,14 +148,14 @@ class ClassAddress:
         last = first + (1 << (network.max_prefixlen - network.prefixlen)) - 1
         return range(bisect_left(self.values, first), bisect_right(self.values, last))
 
-    def within(self, lo: int, hi: int) -> Cond:
-        """The address lies in ``[lo, hi]``."""
-        first, last = bisect_left(self.values, lo), bisect_right(self.values, hi)
-        if first >= last:
+    def within(self, network: IPNetwork) -> Cond:
+        """The address lies in ``network``: one range of indices."""
+        span = self.indices_in(network)
+        if not span:
             return False
-        if last - first == 1:
-            return self.index == first
-        return and_(z3.UGE(self.index, first) if first else True, z3.ULT(self.index, last))
+        if len(span) == 1:
+            return self.index == span.start
+        return and_(z3.UGE(self.index, span.start) if span.start else True, z3.ULT(self.index, span.stop))
 
     def is_(self, value: int) -> Cond:
         at = self._at.get(value)
@@ -180,8 +180,7 @@ Address: TypeAlias = "Value | ClassAddress"
 
 def in_network(address: Address, network: IPNetwork) -> Cond:
     if isinstance(address, ClassAddress):
-        first = int(network.network_address)
-        return address.within(first, first + network.num_addresses - 1)
+        return address.within(network)
     return top_bits(address, network.max_prefixlen, network.prefixlen, int(network.network_address))
 
 

@@ -239,8 +239,8 @@ def _compile_dispatch(rule: IptRule, side: str) -> _DispatchRule:
     if match_ is None:
         lo, hi, negated = 0, (1 << 128) - 1, False
     else:
-        lo = int(match_.network.network_address)
-        lo, hi, negated = lo, lo + match_.network.num_addresses - 1, match_.negated
+        first = int(match_.network.network_address)
+        lo, hi, negated = first, first + match_.network.num_addresses - 1, match_.negated
     sets = tuple((m.name, m.negated) for m in rule.matches if isinstance(m, SetMatch))
     chain = getattr(rule.target, "chain", None)
     return lo, hi, negated, sets, chain if isinstance(chain, str) else None, isinstance(rule.target, Goto)
