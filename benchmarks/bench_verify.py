@@ -30,7 +30,7 @@ from compiler.flow import Profile
 from compiler.inputs import Inputs, load_inputs
 from compiler.ir.build import build_ir
 from compiler.targets import TargetOptions, emit_targets
-from verifier.proofs import PROOFS, ProofContext, ProofResult, SourceSpec, Status
+from verifier.proofs import PROOFS, ProofContext, ProofResult, SourceSpec, Status, run_proofs
 
 DEFAULT_SIZES = ("1000:20:100", "5000:50:1000")
 TARGETS = ("iptables", "ebpf", "envoy")
@@ -67,7 +67,7 @@ def run(inputs: Inputs, files: Files, profile: Profile, jobs: int, names: list[s
                   flush=True)
 
     ctx = ProofContext(files, inputs.cluster, jobs, progress, source=SourceSpec(inputs, profile))
-    return [module.prove(ctx) for module in PROOFS if module.NAME in names]
+    return run_proofs(ctx, names)
 
 
 def main() -> None:

@@ -547,7 +547,7 @@ VERIFY_TARGETS = ("iptables", "ebpf", "envoy")
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Prove the compiled artifacts equivalent (verifier/proofs): exit 0 proved, 1 counterexample, 3 unknown."""
-    from verifier.proofs import ProofContext, SourceSpec, proofs
+    from verifier.proofs import ProofContext, SourceSpec, proofs, run_proofs
     from verifier.proofs.render import RENDERERS, exit_code
 
     if args.jobs < 1:
@@ -560,18 +560,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         sims = simulators(files, inputs.cluster)  # every artifact parses before any proof starts
     except ValueError as err:
         raise UsageError(f"artifacts: {err}") from None
-    wanted = proofs()
-    if args.proofs:
-        unknown = [p for p in args.proofs if p not in wanted]
-        if unknown:
-            raise UsageError(f"--proof {unknown[0]}: no such proof (proofs: {', '.join(wanted)})")
-        wanted = {name: wanted[name] for name in args.proofs}
+    known = proofs()
+    unknown = [p for p in args.proofs or () if p not in known]
+    if unknown:
+        raise UsageError(f"--proof {unknown[0]}: no such proof (proofs: {', '.join(known)})")
     source = SourceSpec(inputs, Profile(args.profile), _label_filter(args))
     ctx = ProofContext(files, inputs.cluster, args.jobs, _slice_progress(), sims, source)
-    results = []
-    for name, prove in wanted.items():
-        _progress(f"proving {name}")
-        results.append(prove(ctx))
+    results = run_proofs(ctx, args.proofs or None, lambda name: _progress(f"proving {name}"))
     sys.stdout.write(RENDERERS[args.output](results))
     return exit_code(results)
 

@@ -48,8 +48,18 @@ from verifier.encoding.solve import packet_of
 from verifier.encoding.source import SourceEncoding
 from verifier.encoding.targets import TargetEncodings
 from verifier.encoding.terms import KIND_ALLOWED, KIND_DROPPED, ClassAddress, decode_outcome, outcome
-from verifier.proofs import Counterexample, ProofContext, ProofResult, SourceSpec, Status, ebpf_source, iptables_source
+from verifier.proofs import (
+    Counterexample,
+    ProofContext,
+    ProofResult,
+    SourceSpec,
+    Status,
+    ebpf_source,
+    iptables_source,
+    run_proofs,
+)
 from verifier.proofs.address_classes import address_classes
+from verifier.proofs.render import render_json, render_text
 from verifier.proofs.run import HALVED
 from verifier.proofs.slices import ClassSpace, Slice
 from verifier.simulate.source import ReferenceEvaluator
@@ -129,6 +139,40 @@ def test_a_corrupted_artifact_differs_from_the_source(mutation: str) -> None:
     # the untouched target agrees with the source there
     other = next(t for t in files if t != target)
     assert _prove(other, mutated, inputs).status is Status.PROVED
+
+
+def _run(files: Files, inputs: Inputs, names: list[str] | None = None) -> dict[str, ProofResult]:
+    ctx = ProofContext(files, inputs.cluster, jobs=1, source=SourceSpec(inputs, Profile.CILIUM))
+    return {r.name: r for r in run_proofs(ctx, names)}
+
+
+def test_iptables_source_is_the_composition_of_iptables_ebpf_and_ebpf_source() -> None:
+    """Both proved earlier in the run: iptables ≡ source follows with no slice of its own, and
+    says so; asked for alone, it is proved in full."""
+    inputs = load_inputs([str(ROOT / "examples" / "shop")])
+    files = _files(inputs)
+    results = _run(files, inputs)
+    composed = results["iptables-source"]
+    assert composed.status is Status.PROVED and composed.slices == 0
+    assert composed.via == ("iptables-ebpf", "ebpf-source")
+    assert "iptables-source: " + composed.claim + " (from iptables-ebpf and ebpf-source: equality is transitive)" \
+        in render_text(list(results.values()))
+    assert json.loads(render_json([composed]))["proofs"][0]["via"] == ["iptables-ebpf", "ebpf-source"]
+    alone = _run(files, inputs, ["iptables-source"])["iptables-source"]
+    assert alone.status is Status.PROVED and not alone.via
+    assert alone.slices == _half_slices(_classes("iptables", files, inputs))
+
+
+def test_iptables_source_is_proved_in_full_when_a_step_of_the_composition_fails() -> None:
+    """A corrupted eBPF map: iptables-ebpf and ebpf-source find it, and iptables ≡ source, which
+    no longer follows from them, is proved on its own slices (iptables is untouched)."""
+    inputs = load_inputs([str(ROOT / "examples" / "shop")])
+    mutated = SOURCE_MUTATIONS["drop an allow entry"][1](_files(inputs))
+    results = _run(mutated, inputs)
+    assert results["iptables-ebpf"].status is Status.COUNTEREXAMPLE
+    assert results["ebpf-source"].status is Status.COUNTEREXAMPLE
+    full = results["iptables-source"]
+    assert full.status is Status.PROVED and not full.via and full.slices > 0
 
 
 def test_a_widened_port_prefix_is_found_by_halves_or_by_their_whole_flow_re_proof() -> None:

@@ -7,7 +7,7 @@ A proof module has ``NAME``, ``CLAIM`` and ``prove(ctx) -> ProofResult``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import ModuleType
 
 from verifier.proofs import ebpf_source, envoy_source, iptables_ebpf, iptables_source
@@ -21,4 +21,20 @@ def proofs() -> dict[str, Callable[[ProofContext], ProofResult]]:
     return {module.NAME: module.prove for module in PROOFS}
 
 
-__all__ = ["PROOFS", "Counterexample", "ProofContext", "ProofResult", "Side", "SourceSpec", "Status", "proofs"]
+def run_proofs(ctx: ProofContext, names: Iterable[str] | None = None,
+               starting: Callable[[str], None] = lambda _name: None) -> list[ProofResult]:
+    """Run the proofs ``names`` (default: all) in :data:`PROOFS` order, recording each verdict in
+    ``ctx.results`` as it comes (a later proof may follow from earlier ones); ``starting`` is
+    told each proof's name before it runs."""
+    wanted = set(names) if names is not None else {module.NAME for module in PROOFS}
+    results: list[ProofResult] = []
+    for module in PROOFS:
+        if module.NAME in wanted:
+            starting(module.NAME)
+            result = ctx.results[module.NAME] = module.prove(ctx)
+            results.append(result)
+    return results
+
+
+__all__ = ["PROOFS", "Counterexample", "ProofContext", "ProofResult", "Side", "SourceSpec", "Status", "proofs",
+           "run_proofs"]

@@ -25,7 +25,7 @@ def render_json(results: Sequence[ProofResult]) -> str:
 def render_text(results: Sequence[ProofResult]) -> str:
     lines: list[str] = []
     for r in results:
-        lines.append(f"{r.status.value.upper():<14} {r.name}: {r.claim} ({r.slices} slices, {r.seconds:.2f}s)")
+        lines.append(f"{r.status.value.upper():<14} {r.name}: {r.claim} ({_extent(r)})")
         for example in r.counterexamples:
             lines.append(f"  counterexample in slice '{example.slice}': {example.flow}")
             for side in example.sides:
@@ -35,10 +35,20 @@ def render_text(results: Sequence[ProofResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _via(r: ProofResult) -> str:
+    return "from " + " and ".join(r.via) + ": equality is transitive"
+
+
+def _extent(r: ProofResult) -> str:
+    """What a proof took: its slices and time, or the proofs it follows from."""
+    return _via(r) if r.via else f"{r.slices} slices, {r.seconds:.2f}s"
+
+
 def render_markdown(results: Sequence[ProofResult]) -> str:
     lines = ["| proof | claim | result | slices | seconds |", "|---|---|---|---:|---:|"]
     for r in results:
-        lines.append(f"| `{r.name}` | {r.claim} | **{r.status.value}** | {r.slices} | {r.seconds:.2f} |")
+        how = f" ({_via(r)})" if r.via else ""
+        lines.append(f"| `{r.name}` | {r.claim} | **{r.status.value}**{how} | {r.slices} | {r.seconds:.2f} |")
     for r in results:
         for example in r.counterexamples:
             lines += ["", f"<details><summary><code>{r.name}</code> counterexample: {example.flow} "

@@ -69,10 +69,11 @@ class ProofResult:
     counterexamples: tuple[Counterexample, ...] = ()
     unknown: tuple[str, ...] = ()  # "slice: reason"
     skipped: str = ""  # why the proof did not apply (no such artifacts); status is then proved vacuously
+    via: tuple[str, ...] = ()  # proved as the composition of these proofs (verifier/proofs/iptables_source.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "claim": self.claim, "status": self.status.value, "slices": self.slices,
-                "seconds": round(self.seconds, 3), "skipped": self.skipped or None,
+                "seconds": round(self.seconds, 3), "skipped": self.skipped or None, "via": list(self.via) or None,
                 "counterexamples": [c.to_json() for c in self.counterexamples], "unknown": list(self.unknown)}
 
 
@@ -90,7 +91,9 @@ class ProofContext:
     """What a proof may use: the artifact files (target → relative path → text), the cluster they
     were compiled for, how many processes to use, where to report progress, and the targets'
     simulators when the caller already built them (else they are built when a witness needs one),
-    and the source policies (without them, the proofs against the source are ``unknown``)."""
+    and the source policies (without them, the proofs against the source are ``unknown``). ``results``
+    collects the verdicts as :func:`verifier.proofs.run_proofs` goes, so that a proof may follow
+    from earlier ones."""
 
     files: Mapping[str, Mapping[str, str]]
     cluster: Cluster
@@ -98,3 +101,9 @@ class ProofContext:
     progress: Callable[[str, int, int], None] = field(default=lambda _name, _done, _total: None)
     simulators: Mapping[str, Any] | None = None
     source: SourceSpec | None = None
+    results: dict[str, ProofResult] = field(default_factory=dict)  # the proofs run so far, by name
+
+    def proved(self, name: str) -> bool:
+        """Whether the proof ``name`` already ran here and proved its claim (not vacuously)."""
+        result = self.results.get(name)
+        return result is not None and result.status is Status.PROVED and not result.skipped
