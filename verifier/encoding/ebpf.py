@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 
 import z3
 
-from compiler.targets.ebpf.layout import PolicyEntry, PolicyKey
 from verifier.encoding.terms import (
     KIND_ALLOWED,
     KIND_DROPPED,
@@ -38,9 +39,13 @@ from verifier.encoding.terms import (
     redirected,
     top_bits,
 )
-from verifier.simulate.ebpf import WORLD_FALLBACK, EbpfArtifacts, EbpfEndpoint, PolicyMap
+from verifier.simulate.ebpf import WORLD_FALLBACK, EbpfArtifacts, EbpfEndpoint
 
 _ID_BITS = 32
+
+_Stored = tuple[int, int, int, bool, int, int]  # -prefix, protocol, port, deny, proxy port, priority (PlainEntry)
+_IDENTITY_EGRESS = itemgetter(0, 1)
+_STORED = itemgetter(2)
 
 
 class _ClassIdentity:
@@ -83,9 +88,8 @@ class _Hit:
         return _Hit(False, False, z3.BitVecVal(0, 16), z3.BitVecVal(0, 8), z3.BitVecVal(0, 8))
 
     @staticmethod
-    def of(entry: PolicyEntry) -> _Hit:
-        return _Hit(True, entry.deny, z3.BitVecVal(entry.proxy_port, 16), z3.BitVecVal(entry.priority, 8),
-                    z3.BitVecVal(entry.port_prefix, 8))
+    def of(deny: bool, proxy_port: int, priority: int, prefix: int) -> _Hit:
+        return _Hit(True, deny, z3.BitVecVal(proxy_port, 16), z3.BitVecVal(priority, 8), z3.BitVecVal(prefix, 8))
 
     def choose(self, cond: Cond, other: _Hit) -> _Hit:
         """``self`` when ``cond``, else ``other``."""
@@ -123,10 +127,12 @@ class EbpfEncoding:
         (verifier/proofs/address_classes.py): their ipcache host entries and endpoints drop out."""
         self.art = artifacts
         self.excluded = excluded or {}
-        self._tables: dict[int, dict[tuple[int, int], list[tuple[PolicyKey, PolicyEntry]]]] = {}
+        self._tables: dict[int, dict[tuple[int, int], tuple[_Stored, ...]]] = {}  # id(plain entries) →
+        self._variables: dict[int, z3.BitVecRef] = {}  # the packet variables _hits is keyed by (kept alive)
         # id(ClassAddress.values) → (those values, identity → class indices)
         self._class_ids: dict[int, tuple[tuple[int, ...], dict[int, set[int]]]] = {}
         self._hits: dict[tuple[object, ...], _Hit] = {}  # _lookup_one, per map entries and key
+        self._class_hits: dict[tuple[object, ...], tuple[ClassAddress, _Hit]] = {}  # lookup, per class address
         self._groups: dict[tuple[int, int], list[tuple[int, ...]]] = {}  # _alike
         self._free_ids: dict[tuple[int, str, int], tuple[frozenset[int], _FreeIdentity]] = {}  # identity
         self._family_endpoints: dict[int, list[EbpfEndpoint]] = {}  # outcome
@@ -166,40 +172,57 @@ class EbpfEncoding:
 
     # --- policy maps ----------------------------------------------------------------------------------
 
-    def _table(self, name: str) -> dict[tuple[int, int], list[tuple[PolicyKey, PolicyEntry]]]:
-        """(identity, egress) → entries, longest prefix first, one per (prefix, masked key) as the
-        LPM trie keeps them (PolicyMap)."""
-        policy_map: PolicyMap = self.art.maps[name]
-        found = self._tables.get(id(policy_map.entries))  # maps of one text share their entries
+    def _table(self, name: str) -> dict[tuple[int, int], tuple[_Stored, ...]]:
+        """(identity, egress) → the entries the trie keeps, longest prefix first
+        (EbpfArtifacts.plain_entries, already in that order)."""
+        plain = self.art.plain_entries(name)
+        found = self._tables.get(id(plain))  # maps of one content share their plain entries
         if found is None:
-            found = {}
-            for key, entry in policy_map.stored():
-                found.setdefault((key.identity, key.egress), []).append((key, entry))
-            for entries in found.values():
-                entries.sort(key=lambda item: (-item[0].port_prefix, item[0].protocol, item[0].port))
-            self._tables[id(policy_map.entries)] = found
+            found = self._tables[id(plain)] = {ie: tuple(map(_STORED, run))
+                                               for ie, run in groupby(plain, key=_IDENTITY_EGRESS)}
         return found
 
     def _lookup_one(self, name: str, identity: int, egress: int, packet: SymPacket) -> _Hit:
         # the lookup's terms read only the protocol and port variables, the same in every packet
-        key = (id(self.art.maps[name].entries), identity, egress, str(packet.protocol), str(packet.dport))
+        key = (id(self.art.plain_entries(name)), identity, egress, self._held(packet.protocol),
+               self._held(packet.dport))
         found = self._hits.get(key)
         if found is None:
             found = self._hits[key] = self._lookup_terms(name, identity, egress, packet)
         return found
 
+    def _held(self, value: z3.BitVecRef | int) -> tuple[str, int]:
+        """A memo key for a packet field: its value, or a variable's AST id (the variable is kept
+        alive, so the id stays its own)."""
+        if isinstance(value, int):
+            return ("value", value)
+        self._variables[value.get_id()] = value
+        return ("variable", value.get_id())
+
     def _lookup_terms(self, name: str, identity: int, egress: int, packet: SymPacket) -> _Hit:
         hit = _Hit.none()
-        for key, entry in reversed(self._table(name).get((identity, egress), [])):
-            prefix = key.port_prefix
-            cond = and_(top_bits(packet.protocol, 8, min(prefix, 8), key.protocol),
-                        top_bits(packet.dport, 16, max(0, prefix - 8), key.port))
-            hit = _Hit.of(entry).choose(cond, hit)
+        for negative_prefix, protocol, port, deny, proxy, priority in reversed(
+                self._table(name).get((identity, egress), ())):
+            prefix = -negative_prefix
+            cond = and_(top_bits(packet.protocol, 8, min(prefix, 8), protocol),
+                        top_bits(packet.dport, 16, max(0, prefix - 8), port))
+            hit = _Hit.of(deny, proxy, priority, prefix).choose(cond, hit)
         return hit
 
     def lookup(self, name: str, identity: Identity, egress: int, packet: SymPacket) -> _Hit:
         if isinstance(identity, int):
             return self._lookup_one(name, identity, egress, packet)
+        if isinstance(identity, _ClassIdentity):  # the same for every slice of one class space
+            key = (id(self.art.plain_entries(name)), egress, id(identity.address), self._held(packet.protocol),
+                   self._held(packet.dport))
+            held = self._class_hits.get(key)
+            if held is None or held[0] is not identity.address:
+                held = self._class_hits[key] = (identity.address, self._lookup_groups(name, identity, egress, packet))
+            return held[1]
+        return self._lookup_groups(name, identity, egress, packet)
+
+    def _lookup_groups(self, name: str, identity: _ClassIdentity | _FreeIdentity, egress: int,
+                       packet: SymPacket) -> _Hit:
         hit = _Hit.none()
         for numbers in self._alike(name, egress):
             cond: Cond
@@ -214,17 +237,14 @@ class EbpfEncoding:
     def _alike(self, name: str, egress: int) -> list[tuple[int, ...]]:
         """The remote identities of a map's direction, grouped by equal entries (a rule allowing
         many identities gives each the same entries, and a lookup tells them apart only by that)."""
-        key = (id(self.art.maps[name].entries), egress)
+        key = (id(self.art.plain_entries(name)), egress)
         found = self._groups.get(key)
-        if found is None:  # both directions at once, from plain values (cheap to hash)
-            table = self._table(name)
-            groups: tuple[dict[tuple[object, ...], list[int]], ...] = ({}, {})
-            for number, direction in sorted(table):
-                shape = tuple([(k.protocol, k.port, k.port_prefix, e.deny, e.proxy_port, e.priority, e.auth_type)
-                               for k, e in table[(number, direction)]])
-                groups[direction].setdefault(shape, []).append(number)
-            for direction, by_shape in enumerate(groups):
-                self._groups[(key[0], direction)] = [tuple(numbers) for numbers in by_shape.values()]
+        if found is None:  # both directions at once
+            groups: tuple[dict[tuple[_Stored, ...], list[int]], ...] = ({}, {})
+            for (number, direction), entries in self._table(name).items():
+                groups[direction].setdefault(entries, []).append(number)
+            for direction, by_entries in enumerate(groups):
+                self._groups[(key[0], direction)] = [tuple(numbers) for numbers in by_entries.values()]
             found = self._groups[key]
         return found
 

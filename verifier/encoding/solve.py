@@ -7,7 +7,7 @@ question is :func:`differ`: is there a packet in the domain on which two outcome
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import z3
@@ -39,6 +39,18 @@ class Answer:
     reason: str = ""
 
 
+_CLASS_ADDRESSES: dict[tuple[str, int], ClassAddress] = {}  # the last one per (name, family)
+_NO_ALTERNATES: Mapping[int, int] = {}
+
+
+def _class_address(name: str, family: int, values: tuple[int, ...], alternates: Mapping[int, int]) -> ClassAddress:
+    """The class address of one ClassSpace, made once per process (every half slice has one)."""
+    held = _CLASS_ADDRESSES.get((name, family))
+    if held is None or held.values is not values or held.alternates is not alternates:
+        held = _CLASS_ADDRESSES[(name, family)] = ClassAddress(name, family, values, alternates)
+    return held
+
+
 def packet_of(piece: Slice, space: ClassSpace | None = None) -> tuple[SymPacket, Cond]:
     """The symbolic packet of a slice and the constraint its free fields must satisfy (``space``:
     what "class" and "outside" addresses range over)."""
@@ -55,8 +67,8 @@ def packet_of(piece: Slice, space: ClassSpace | None = None) -> tuple[SymPacket,
             fields[name] = fixed
         elif kind == "class":
             values = space.values.get(family, ())
-            alternates = space.alternates.get(family, {})
-            address = fields[name] = ClassAddress(f"{name}_class", family, values, alternates)
+            alternates = space.alternates.get(family, _NO_ALTERNATES)
+            address = fields[name] = _class_address(f"{name}_class", family, values, alternates)
             conds.append(address.domain())
             other = piece.dst if name == "src" else piece.src
             if other is not None and other not in alternates:  # its class has no other member

@@ -72,35 +72,78 @@ def match_type(key: PolicyKey | None) -> str:
 class PolicyMap:
     """An LPM trie over bytes 4..11 of ``policy_key`` (64 data bits), read from its bpftool dump."""
 
-    def __init__(self, name: str, entries: list[tuple[PolicyKey, PolicyEntry]]) -> None:
+    def __init__(self, name: str, entries: list[tuple[PolicyKey, PolicyEntry]], *, checked: bool = False) -> None:
+        """``checked``: every entry's two prefix lengths were compared when it was decoded."""
         self.name = name
         self.entries = entries
-        self._by_len: dict[int, dict[int, tuple[PolicyKey, PolicyEntry]]] = {}
-        for key, entry in entries:
-            if entry.port_prefix != key.port_prefix:
-                raise ArtifactError(f"{name}: entry prefix {entry.port_prefix} != key prefix {key.port_prefix} "
-                                    "(Cilium's PolicyEntry.IsValid fails)")
-            self._by_len.setdefault(key.prefixlen, {})[key.trie_bits] = (key, entry)
-        self._lengths = sorted(self._by_len, reverse=True)
+        if not checked:
+            for index, (key, entry) in enumerate(entries):
+                try:
+                    check_prefixes(key, entry)
+                except ValueError as err:
+                    raise ArtifactError(f"{name}: entry {index}: {err}") from None
+        self._trie: list[_Trie] = []  # built on the first lookup (proofs read plain_entries instead), shared by twins
+
+    def _index(self) -> _Trie:
+        if not self._trie:
+            by_len: dict[int, dict[int, tuple[PolicyKey, PolicyEntry]]] = {}
+            for key, entry in self.entries:
+                by_len.setdefault(key.prefixlen, {})[key.trie_bits] = (key, entry)
+            self._trie.append(_Trie(by_len, sorted(by_len, reverse=True)))
+        return self._trie[0]
 
     def stored(self) -> list[tuple[PolicyKey, PolicyEntry]]:
         """The entries the trie holds: one per (prefix length, masked key), the last written."""
-        return [item for by_key in self._by_len.values() for item in by_key.values()]
+        return [item for by_key in self._index().by_len.values() for item in by_key.values()]
 
     def renamed(self, name: str) -> PolicyMap:
         """The same map under another endpoint's name (entries and index shared, not copied)."""
         twin = object.__new__(PolicyMap)
-        twin.name, twin.entries, twin._by_len, twin._lengths = name, self.entries, self._by_len, self._lengths
+        twin.name, twin.entries, twin._trie = name, self.entries, self._trie
         return twin
 
     def lookup(self, identity: int, egress: int, protocol: int, port: int) -> tuple[PolicyKey, PolicyEntry] | None:
         """Longest-prefix match of a full (prefix 64) lookup key."""
         data = PolicyKey(identity, egress, protocol, port, POLICY_FULL_PREFIX - POLICY_STATIC_PREFIX).data_bits()
-        for bits in self._lengths:
-            hit = self._by_len[bits].get(data >> (POLICY_FULL_PREFIX - bits))
+        trie = self._index()
+        for bits in trie.lengths:
+            hit = trie.by_len[bits].get(data >> (POLICY_FULL_PREFIX - bits))
             if hit is not None:
                 return hit
         return None
+
+
+@dataclass(frozen=True)
+class _Trie:
+    """A policy map's entries by prefix length, then by masked key bits."""
+
+    by_len: dict[int, dict[int, tuple[PolicyKey, PolicyEntry]]]
+    lengths: list[int]
+
+
+def check_prefixes(key: PolicyKey, entry: PolicyEntry) -> None:
+    """The entry copies its key's prefix length (Cilium's PolicyEntry.IsValid); ValueError if not."""
+    if entry.port_prefix != key.port_prefix:
+        raise ValueError(f"entry prefix {entry.port_prefix} != key prefix {key.port_prefix} "
+                         "(Cilium's PolicyEntry.IsValid fails)")
+
+
+#: A stored policy entry as plain values, ordered as a lookup tries them within one remote
+#: identity and direction (longest prefix first): (identity, egress, (-port prefix, protocol,
+#: port, deny, proxy port, priority)), protocol and port masked to the prefix as the trie keeps
+#: them. The auth type is left out: no verdict reads it (reference/cilium.md §1.7).
+PlainEntry = tuple[int, int, tuple[int, int, int, bool, int, int]]
+
+
+def _plain(key: PolicyKey, entry: PolicyEntry) -> tuple[int, PlainEntry]:
+    """The trie slot an entry is stored under, as one number ordered like (identity, egress,
+    -prefix, protocol, port) (numbers sort faster than tuples), and the entry as plain values."""
+    prefix = key.port_prefix
+    protocol = key.protocol >> (8 - min(prefix, 8)) << (8 - min(prefix, 8)) if prefix else 0
+    port_bits = max(0, prefix - 8)
+    port = key.port >> (16 - port_bits) << (16 - port_bits) if port_bits else 0
+    slot = key.identity << 56 | key.egress << 48 | (255 - prefix) << 24 | protocol << 16 | port
+    return slot, (key.identity, key.egress, (-prefix, protocol, port, entry.deny, entry.proxy_port, entry.priority))
 
 
 class Ipcache:
@@ -202,35 +245,41 @@ class EbpfArtifacts:
             if same is not None:
                 self.maps[ep.policy_map] = same.renamed(ep.policy_map)
                 continue
-            entries = self.map_entries(files, name, lambda k, v: (PolicyKey.decode(k), PolicyEntry.decode(v)),
-                                       memo=memo)
-            self.maps[ep.policy_map] = PolicyMap(ep.policy_map, entries)
+            entries = self.map_entries(files, name, _checked_entry, memo=memo)
+            self.maps[ep.policy_map] = PolicyMap(ep.policy_map, entries, checked=True)
             if text is not None:
                 by_text[text] = self.maps[ep.policy_map]
         self.by_address = {ip: ep for ep in self.endpoints for ip in ep.ips}
-        self._shapes: dict[tuple[object, ...], int] = {}
-        self._shape_ids: dict[int, int] = {}  # id(PolicyMap.entries) → shape_id (the maps keep them alive)
-        self._plain: dict[int, tuple[object, ...]] = {}  # id(decoded entry) → its plain values (ditto)
+        self._shapes: dict[tuple[PlainEntry, ...], int] = {}
+        # id(PolicyMap.entries) → (plain entries, shape_id); the maps keep their entries alive
+        self._plain_maps: dict[int, tuple[tuple[PlainEntry, ...], int]] = {}
+        self._plain: dict[int, tuple[int, PlainEntry]] = {}  # id(decoded entry) → _plain (ditto)
+
+    def plain_entries(self, name: str) -> tuple[PlainEntry, ...]:
+        """The entries map ``name``'s trie holds (the last written per slot) as plain values,
+        in lookup order. Computed once per decoded text (renamed twins share their entries) and
+        each decoded entry made plain once (the maps of a cluster share them)."""
+        return self._plain_map(name)[0]
 
     def shape_id(self, name: str) -> int:
-        """A number per distinct content among this set's maps (the entries as sorted plain
-        values): endpoints whose maps have one number behave the same (the compiler gives the
-        endpoints of one identity equal maps). Computed once per decoded text (renamed twins
-        share their entries), not once per endpoint."""
-        policy_map = self.maps[name]
-        found = self._shape_ids.get(id(policy_map.entries))
+        """A number per distinct content among this set's maps (:meth:`plain_entries`):
+        endpoints whose maps have one number behave the same (the compiler gives the endpoints
+        of one identity equal maps)."""
+        return self._plain_map(name)[1]
+
+    def _plain_map(self, name: str) -> tuple[tuple[PlainEntry, ...], int]:
+        entries = self.maps[name].entries
+        found = self._plain_maps.get(id(entries))
         if found is None:
-            plain = self._plain  # decoded entries are shared between maps: each made plain once
-            values = []
-            for item in policy_map.entries:
-                value = plain.get(id(item))
-                if value is None:
-                    k, e = item
-                    value = plain[id(item)] = ((k.identity, k.egress, k.protocol, k.port, k.port_prefix),
-                                               (e.deny, e.proxy_port, e.priority, e.port_prefix))
-                values.append(value)
-            shape = tuple(sorted(values))
-            found = self._shape_ids[id(policy_map.entries)] = self._shapes.setdefault(shape, len(self._shapes))
+            made = self._plain
+            pairs = list(map(made.get, map(id, entries)))
+            if None in pairs:
+                for index, item in enumerate(entries):
+                    if pairs[index] is None:
+                        pairs[index] = made[id(item)] = _plain(*item)
+            # dict: the last entry written to a slot wins, as in the trie; sorted: lookup order
+            stored = tuple(value for _, value in sorted(dict(pairs).items()))  # type: ignore[arg-type]
+            found = self._plain_maps[id(entries)] = (stored, self._shapes.setdefault(stored, len(self._shapes)))
         return found
 
     @classmethod
@@ -295,6 +344,14 @@ class EbpfArtifacts:
 
 
 _DECODED: list[tuple[Mapping[str, str], EbpfArtifacts]] = []  # EbpfArtifacts.of, newest last
+
+
+def _checked_entry(key_bytes: bytes, value_bytes: bytes) -> tuple[PolicyKey, PolicyEntry]:
+    """One policy-map entry, its prefixes checked (ValueError: map_entries names the file and
+    entry; a line decoded for an earlier map was checked there)."""
+    key, entry = PolicyKey.decode(key_bytes), PolicyEntry.decode(value_bytes)
+    check_prefixes(key, entry)
+    return key, entry
 
 # One entry of a dump exactly as compiler/targets/ebpf/target.py writes it (sorted keys, no
 # spaces, one entry per line): ``formatted`` (a flat reading the verifier never uses) and the
