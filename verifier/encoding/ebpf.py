@@ -133,6 +133,7 @@ class EbpfEncoding:
         self._class_ids: dict[int, tuple[tuple[int, ...], dict[int, set[int]]]] = {}
         self._hits: dict[tuple[object, ...], _Hit] = {}  # _lookup_one, per map entries and key
         self._class_hits: dict[tuple[object, ...], tuple[ClassAddress, _Hit]] = {}  # lookup, per class address
+        self._among_conds: dict[tuple[object, ...], tuple[ClassAddress, Cond]] = {}  # _among
         self._groups: dict[tuple[int, int], list[tuple[int, ...]]] = {}  # _alike
         self._free_ids: dict[tuple[int, str, int], tuple[frozenset[int], _FreeIdentity]] = {}  # identity
         self._family_endpoints: dict[int, list[EbpfEndpoint]] = {}  # outcome
@@ -227,12 +228,23 @@ class EbpfEncoding:
         for numbers in self._alike(name, egress):
             cond: Cond
             if isinstance(identity, _ClassIdentity):
-                cond = identity.address.among(set().union(*(identity.by_number.get(n, set()) for n in numbers)))
+                cond = self._among(identity, numbers)
             else:
                 cond = or_(*(identity.term == n for n in numbers if n in identity.possible))
             if cond is not False:
                 hit = self._lookup_one(name, numbers[0], egress, packet).choose(cond, hit)
         return hit
+
+    def _among(self, identity: _ClassIdentity, numbers: tuple[int, ...]) -> Cond:
+        """The class address has one of the identities ``numbers`` (a group of one map's lookup;
+        groups repeat across the maps that allow the same peers, so each is built once)."""
+        key = (id(identity.address), numbers)
+        held = self._among_conds.get(key)
+        if held is None or held[0] is not identity.address:
+            by_number = identity.by_number
+            cond = identity.address.among(set().union(*(by_number.get(n, set()) for n in numbers)))
+            held = self._among_conds[key] = (identity.address, cond)
+        return held[1]
 
     def _alike(self, name: str, egress: int) -> list[tuple[int, ...]]:
         """The remote identities of a map's direction, grouped by equal entries (a rule allowing

@@ -163,14 +163,13 @@ def l7_cases(ref: ReferenceEvaluator, envoy: EnvoySimulator, ipcache: Ipcache,
     remotes = remote_classes(ref, ipcache, classes)
     spans = _Spans(ref, envoy)
     l7_units = _l7_units(ref)
-    groups = [g for g in own_groups(ref, envoy, classes) if _proxied(ref, l7_units, envoy, g)]
-    for done, group in enumerate(groups, 1):
-        for direction in Direction:
-            if _envoy_redirects(envoy, group.address, direction) or _source_has_l7(ref, l7_units, group.endpoint,
-                                                                                   direction):
-                yield from _group_cases(ref, envoy, ipcache, group, direction, _remote_cells(group, remotes, fixed),
-                                        spans)
-        progress(done, len(groups))
+    proxied = [(g, directions) for g in own_groups(ref, envoy, classes)
+               if (directions := _proxied(ref, l7_units, envoy, g))]
+    for done, (group, directions) in enumerate(proxied, 1):
+        for direction in directions:
+            yield from _group_cases(ref, envoy, ipcache, group, direction, _remote_cells(group, remotes, fixed),
+                                    spans)
+        progress(done, len(proxied))
 
 
 # --- the own side ------------------------------------------------------------------------------
@@ -236,9 +235,11 @@ def _address_class(cluster: Cluster, classes: AddressClasses) -> dict[tuple[int,
     return out
 
 
-def _proxied(ref: ReferenceEvaluator, l7_units: L7Units, envoy: EnvoySimulator, group: OwnGroup) -> bool:
-    return any(_envoy_redirects(envoy, group.address, d) or _source_has_l7(ref, l7_units, group.endpoint, d)
-               for d in Direction)
+def _proxied(ref: ReferenceEvaluator, l7_units: L7Units, envoy: EnvoySimulator,
+             group: OwnGroup) -> list[Direction]:
+    """The directions in which either side sends the group's connections to a proxy."""
+    return [d for d in Direction
+            if _envoy_redirects(envoy, group.address, d) or _source_has_l7(ref, l7_units, group.endpoint, d)]
 
 
 def _envoy_redirects(envoy: EnvoySimulator, address: IPAddress, direction: Direction) -> bool:

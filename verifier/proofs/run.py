@@ -105,7 +105,8 @@ def _answers(left: str, right: str, pieces: list[Slice], ctx: ProofContext,
         yield from map(_check, jobs)
         return
     with ProcessPoolExecutor(ctx.jobs, initializer=_init, initargs=init) as pool:
-        yield from pool.map(_check, jobs, chunksize=max(1, len(jobs) // (ctx.jobs * 8)))
+        # chunks small enough that no worker idles long at the end, large enough to amortise the messages
+        yield from pool.map(_check, jobs, chunksize=max(1, len(jobs) // (ctx.jobs * 32)))
 
 
 def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofContext) -> ProofResult:
