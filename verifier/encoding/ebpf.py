@@ -128,12 +128,12 @@ class EbpfEncoding:
         self.art = artifacts
         self.excluded = excluded or {}
         self._tables: dict[int, dict[tuple[int, int], tuple[_Stored, ...]]] = {}  # id(plain entries) →
-        self._variables: dict[int, z3.BitVecRef] = {}  # the packet variables _hits is keyed by (kept alive)
+        self._pinned: dict[tuple[str, int], object] = {}  # what memo keys name by id (kept alive: _held)
         # id(ClassAddress.values) → (those values, identity → class indices)
         self._class_ids: dict[int, tuple[tuple[int, ...], dict[int, set[int]]]] = {}
         self._hits: dict[tuple[object, ...], _Hit] = {}  # _lookup_one, per map entries and key
-        self._class_hits: dict[tuple[object, ...], tuple[ClassAddress, _Hit]] = {}  # lookup, per class address
-        self._among_conds: dict[tuple[object, ...], tuple[ClassAddress, Cond]] = {}  # _among
+        self._class_hits: dict[tuple[object, ...], _Hit] = {}  # lookup, per class address
+        self._among_conds: dict[tuple[object, ...], Cond] = {}  # _among
         self._groups: dict[tuple[int, int], list[tuple[int, ...]]] = {}  # _alike
         self._free_ids: dict[tuple[int, str, int], tuple[frozenset[int], _FreeIdentity]] = {}  # identity
         self._family_endpoints: dict[int, list[EbpfEndpoint]] = {}  # outcome
@@ -192,13 +192,14 @@ class EbpfEncoding:
             found = self._hits[key] = self._lookup_terms(name, identity, egress, packet)
         return found
 
-    def _held(self, value: z3.BitVecRef | int) -> tuple[str, int]:
-        """A memo key for a packet field: its value, or a variable's AST id (the variable is kept
-        alive, so the id stays its own)."""
+    def _held(self, value: z3.BitVecRef | ClassAddress | int) -> tuple[str, int]:
+        """A memo key for a packet field or class address: a value, a variable's AST id or the
+        object's id (what an id names is kept alive, so the id stays its own)."""
         if isinstance(value, int):
             return ("value", value)
-        self._variables[value.get_id()] = value
-        return ("variable", value.get_id())
+        key = ("variable", value.get_id()) if isinstance(value, z3.ExprRef) else ("object", id(value))
+        self._pinned[key] = value
+        return key
 
     def _lookup_terms(self, name: str, identity: int, egress: int, packet: SymPacket) -> _Hit:
         hit = _Hit.none()
@@ -214,12 +215,12 @@ class EbpfEncoding:
         if isinstance(identity, int):
             return self._lookup_one(name, identity, egress, packet)
         if isinstance(identity, _ClassIdentity):  # the same for every slice of one class space
-            key = (id(self.art.plain_entries(name)), egress, id(identity.address), self._held(packet.protocol),
-                   self._held(packet.dport))
-            held = self._class_hits.get(key)
-            if held is None or held[0] is not identity.address:
-                held = self._class_hits[key] = (identity.address, self._lookup_groups(name, identity, egress, packet))
-            return held[1]
+            key = (id(self.art.plain_entries(name)), egress, self._held(identity.address),
+                   self._held(packet.protocol), self._held(packet.dport))
+            found = self._class_hits.get(key)
+            if found is None:
+                found = self._class_hits[key] = self._lookup_groups(name, identity, egress, packet)
+            return found
         return self._lookup_groups(name, identity, egress, packet)
 
     def _lookup_groups(self, name: str, identity: _ClassIdentity | _FreeIdentity, egress: int,
@@ -238,13 +239,13 @@ class EbpfEncoding:
     def _among(self, identity: _ClassIdentity, numbers: tuple[int, ...]) -> Cond:
         """The class address has one of the identities ``numbers`` (a group of one map's lookup;
         groups repeat across the maps that allow the same peers, so each is built once)."""
-        key = (id(identity.address), numbers)
-        held = self._among_conds.get(key)
-        if held is None or held[0] is not identity.address:
+        key = (self._held(identity.address), numbers)
+        found = self._among_conds.get(key)
+        if found is None:
             by_number = identity.by_number
-            cond = identity.address.among(set().union(*(by_number.get(n, set()) for n in numbers)))
-            held = self._among_conds[key] = (identity.address, cond)
-        return held[1]
+            found = self._among_conds[key] = identity.address.among(
+                set().union(*(by_number.get(n, set()) for n in numbers)))
+        return found
 
     def _alike(self, name: str, egress: int) -> list[tuple[int, ...]]:
         """The remote identities of a map's direction, grouped by equal entries (a rule allowing

@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,31 +71,17 @@ def match_type(key: PolicyKey | None) -> str:
 # --- maps -------------------------------------------------------------------------------------
 
 class PolicyMap:
-    """An LPM trie over bytes 4..11 of ``policy_key`` (64 data bits), read from its bpftool dump."""
+    """An LPM trie over bytes 4..11 of ``policy_key`` (64 data bits), read from its bpftool dump.
+    ``entries`` come decoded by :func:`_checked_entry` (their prefixes checked)."""
 
-    def __init__(self, name: str, entries: list[tuple[PolicyKey, PolicyEntry]], *, checked: bool = False) -> None:
-        """``checked``: every entry's two prefix lengths were compared when it was decoded."""
+    def __init__(self, name: str, entries: list[tuple[PolicyKey, PolicyEntry]]) -> None:
         self.name = name
         self.entries = entries
-        if not checked:
-            for index, (key, entry) in enumerate(entries):
-                try:
-                    check_prefixes(key, entry)
-                except ValueError as err:
-                    raise ArtifactError(f"{name}: entry {index}: {err}") from None
-        self._trie: list[_Trie] = []  # built on the first lookup (proofs read plain_entries instead), shared by twins
-
-    def _index(self) -> _Trie:
-        if not self._trie:
-            by_len: dict[int, dict[int, tuple[PolicyKey, PolicyEntry]]] = {}
-            for key, entry in self.entries:
-                by_len.setdefault(key.prefixlen, {})[key.trie_bits] = (key, entry)
-            self._trie.append(_Trie(by_len, sorted(by_len, reverse=True)))
-        return self._trie[0]
+        self._trie = _Trie(entries)
 
     def stored(self) -> list[tuple[PolicyKey, PolicyEntry]]:
         """The entries the trie holds: one per (prefix length, masked key), the last written."""
-        return [item for by_key in self._index().by_len.values() for item in by_key.values()]
+        return [item for by_key in self._trie.by_len.values() for item in by_key.values()]
 
     def renamed(self, name: str) -> PolicyMap:
         """The same map under another endpoint's name (entries and index shared, not copied)."""
@@ -105,20 +92,31 @@ class PolicyMap:
     def lookup(self, identity: int, egress: int, protocol: int, port: int) -> tuple[PolicyKey, PolicyEntry] | None:
         """Longest-prefix match of a full (prefix 64) lookup key."""
         data = PolicyKey(identity, egress, protocol, port, POLICY_FULL_PREFIX - POLICY_STATIC_PREFIX).data_bits()
-        trie = self._index()
-        for bits in trie.lengths:
-            hit = trie.by_len[bits].get(data >> (POLICY_FULL_PREFIX - bits))
+        for bits in self._trie.lengths:
+            hit = self._trie.by_len[bits].get(data >> (POLICY_FULL_PREFIX - bits))
             if hit is not None:
                 return hit
         return None
 
 
-@dataclass(frozen=True)
 class _Trie:
-    """A policy map's entries by prefix length, then by masked key bits."""
+    """A policy map's entries by prefix length, then by masked key bits. Built on the first
+    lookup (the proofs read :meth:`EbpfArtifacts.plain_entries` instead), once for a map and
+    its renamed twins."""
 
-    by_len: dict[int, dict[int, tuple[PolicyKey, PolicyEntry]]]
-    lengths: list[int]
+    def __init__(self, entries: list[tuple[PolicyKey, PolicyEntry]]) -> None:
+        self.entries = entries
+
+    @cached_property
+    def by_len(self) -> dict[int, dict[int, tuple[PolicyKey, PolicyEntry]]]:
+        found: dict[int, dict[int, tuple[PolicyKey, PolicyEntry]]] = {}
+        for key, entry in self.entries:
+            found.setdefault(key.prefixlen, {})[key.trie_bits] = (key, entry)
+        return found
+
+    @cached_property
+    def lengths(self) -> list[int]:
+        return sorted(self.by_len, reverse=True)
 
 
 def check_prefixes(key: PolicyKey, entry: PolicyEntry) -> None:
@@ -246,7 +244,7 @@ class EbpfArtifacts:
                 self.maps[ep.policy_map] = same.renamed(ep.policy_map)
                 continue
             entries = self.map_entries(files, name, _checked_entry, memo=memo)
-            self.maps[ep.policy_map] = PolicyMap(ep.policy_map, entries, checked=True)
+            self.maps[ep.policy_map] = PolicyMap(ep.policy_map, entries)
             if text is not None:
                 by_text[text] = self.maps[ep.policy_map]
         self.by_address = {ip: ep for ep in self.endpoints for ip in ep.ips}
