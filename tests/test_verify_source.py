@@ -350,3 +350,42 @@ def test_verify_cli_runs_the_source_proofs(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     statuses = {p["name"]: p["status"] for p in json.loads(run.stdout)["proofs"]}
     assert statuses["iptables-source"] == statuses["ebpf-source"] == "proved"
+
+
+REPLICA_POLICY = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: first-broker-only
+  namespace: pipeline
+spec:
+  podSelector:
+    matchLabels:
+      statefulset.kubernetes.io/pod-name: kafka-0
+  policyTypes: [Ingress]
+  ingress:
+    - from:
+        - podSelector:
+            matchLabels:
+              statefulset.kubernetes.io/pod-name: kafka-1
+"""
+
+
+@pytest.mark.parametrize("profile", list(Profile))
+def test_a_per_replica_label_splits_a_class_only_where_selectors_see_it(profile: Profile, tmp_path: Path) -> None:
+    """StatefulSet replicas differ only in labels like ``statefulset.kubernetes.io/pod-name``.
+    Cilium's label filter hides them (DESIGN.md §3), so a selector naming one selects nothing and
+    the replicas stay one class against the source, as they are one identity in eBPF; without the
+    filter the named replicas are classes of their own. Proved either way."""
+    (tmp_path / "replica.yaml").write_text(REPLICA_POLICY)
+    inputs = load_inputs([str(ROOT / "examples" / "kafka-pipeline"), str(tmp_path / "replica.yaml")])
+    files = _files(inputs, profile)
+    spec = SourceSpec(inputs, profile)
+    classes = address_classes({"ebpf": files["ebpf"]}, inputs.cluster, ("ebpf", "source"), spec)
+    replicas = {f"pipeline/kafka-{i}" for i in range(3)}
+    brokers = [m for m in classes.members.values() if replicas & set(m)]
+    if profile is Profile.CILIUM:
+        assert brokers == [("pipeline/kafka-0", "pipeline/kafka-1", "pipeline/kafka-2")]
+    else:
+        assert sorted(brokers) == [("pipeline/kafka-0",), ("pipeline/kafka-1",), ("pipeline/kafka-2",)]
+    assert _prove("ebpf", files, inputs, profile).status is Status.PROVED

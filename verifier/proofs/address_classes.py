@@ -297,7 +297,13 @@ class _EbpfFeatures(_Features):
 
 
 class _SourceFeatures(_Features):
-    """What selectors see (labels, namespace), what rules read of the pod, and policy networks."""
+    """What selectors see (the view's labels, namespace and service account among them, after
+    the profile's label filter), what rules read of the pod (ports for named ports, host
+    network, node), and policy networks.
+
+    The pod's raw labels are not part of it: a selector sees only the view's labels, so a label
+    the filter hides (``statefulset.kubernetes.io/pod-name``, one value per pod) does not split
+    a class in the source semantics any more than it splits the pod's Cilium identity."""
 
     def __init__(self, source: SourceSpec) -> None:
         from verifier.simulate.source import ReferenceEvaluator
@@ -311,6 +317,5 @@ class _SourceFeatures(_Features):
         view = self.ref.view(address)
         pod = view.endpoint
         own: tuple[object, ...] = () if pod is None else (
-            pod.namespace, tuple(sorted(pod.labels.items())), pod.service_account, pod.ports, pod.host_network,
-            pod.node_os, pod.node)
+            pod.namespace, pod.service_account, pod.ports, pod.host_network, pod.node_os, pod.node)
         return (view.kind, tuple(sorted(view.labels, key=repr)), own, self.prefixes.containing(address))
