@@ -20,7 +20,7 @@ exactly so:
   identity (Envoy's ``remote_policies`` are keyed by it; :meth:`EnvoySimulator.applicable` gets
   nothing else of the remote), and through whether it is the own address. The ``source``
   signature of :func:`verifier.proofs.address_classes.address_classes` holds the view's kind and
-  labels, the pod's namespace, labels and ports and every policy prefix holding the address (to
+  labels (after the label filter), the pod's namespace and ports and every policy prefix holding the address (to
   the host route); its ``ebpf`` signature holds the ipcache identity. So two endpoint addresses
   of one class give the same case from or to any own address other than both: the class's
   representative stands for it, and where the representative *is* the own address, the class's
@@ -47,7 +47,7 @@ target proofs do.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -55,6 +55,7 @@ from typing import Any
 from compiler.cluster import Cluster, Endpoint
 from compiler.flow import Direction, Flow, IPAddress, Profile, Protocol
 from verifier.proofs.address_classes import AddressClasses
+from verifier.proofs.view_index import ViewIndex, members, refine
 from verifier.regions import AddressCell, address_cells, split_ranges
 from verifier.simulate.ebpf import Ipcache
 from verifier.simulate.envoy import Applicable, EnvoySimulator, NotRedirected
@@ -123,7 +124,6 @@ class OwnGroup:
 
 
 Member = tuple[IPAddress, str]  # an endpoint address and its endpoint's key
-L7Units = Mapping[Direction, tuple[PolicyUnit, ...]]  # per direction, the units with an L7 allow in it
 
 
 @dataclass(frozen=True)
@@ -162,13 +162,14 @@ def l7_cases(ref: ReferenceEvaluator, envoy: EnvoySimulator, ipcache: Ipcache,
     fixed = [c for c in address_cells(cluster, [str(n) for n in ref.policy_networks()]) if c.kind != "endpoint"]
     remotes = remote_classes(ref, ipcache, classes)
     spans = _Spans(ref, envoy)
-    l7_units = _l7_units(ref)
-    proxied = [(g, directions) for g in own_groups(ref, envoy, classes)
-               if (directions := _proxied(ref, l7_units, envoy, g))]
+    groups = own_groups(ref, envoy, classes)
+    proxied = [(g, directions) for g, directions in zip(groups, _proxied(ref, envoy, groups), strict=True)
+               if directions]
+    index = _RemoteIndex(ref, remotes)
     for done, (group, directions) in enumerate(proxied, 1):
         for direction in directions:
             yield from _group_cases(ref, envoy, ipcache, group, direction, _remote_cells(group, remotes, fixed),
-                                    spans)
+                                    spans, index)
         progress(done, len(proxied))
 
 
@@ -235,11 +236,27 @@ def _address_class(cluster: Cluster, classes: AddressClasses) -> dict[tuple[int,
     return out
 
 
-def _proxied(ref: ReferenceEvaluator, l7_units: L7Units, envoy: EnvoySimulator,
-             group: OwnGroup) -> list[Direction]:
-    """The directions in which either side sends the group's connections to a proxy."""
-    return [d for d in Direction
-            if _envoy_redirects(envoy, group.address, d) or _source_has_l7(ref, l7_units, group.endpoint, d)]
+def _proxied(ref: ReferenceEvaluator, envoy: EnvoySimulator, groups: list[OwnGroup]) -> list[list[Direction]]:
+    """Per group, the directions in which either side sends its connections to a proxy. The
+    source does when a unit selecting the group's endpoint has an L7 allow in the direction:
+    the few units with one are asked first, of every group at once (a :class:`ViewIndex` of
+    the endpoints as subjects); for the groups one may select, the units are looked up as the
+    evaluator does, which also refuses conflicting parsers."""
+    index = ViewIndex(ref, [ref.subject_view(g.endpoint) for g in groups])
+    maybe = {d: _subjects(index, (u for u in ref.units if d in u.directions and _has_parser(u, d)))
+             for d in Direction}
+    return [[d for d in Direction if _envoy_redirects(envoy, g.address, d)
+             or (maybe[d] >> i & 1 and any(_has_parser(u, d) for u in ref.units_for(g.endpoint, d)))]
+            for i, g in enumerate(groups)]
+
+
+def _subjects(index: ViewIndex, units: Iterable[PolicyUnit]) -> int:
+    """The views some unit of ``units`` selects as its subject."""
+    found = 0
+    for unit in units:
+        if unit.subject is not None:
+            found |= index.holding(unit.subject)
+    return found
 
 
 def _envoy_redirects(envoy: EnvoySimulator, address: IPAddress, direction: Direction) -> bool:
@@ -247,22 +264,8 @@ def _envoy_redirects(envoy: EnvoySimulator, address: IPAddress, direction: Direc
     return entry is not None and any(r["direction"] == direction.value for r in entry["redirects"])
 
 
-def _l7_units(ref: ReferenceEvaluator) -> L7Units:
-    """Per direction, the units with an L7 allow in it (few: asking them first spares looking up
-    every unit selecting each endpoint)."""
-    return {d: tuple(u for u in ref.units if d in u.directions and _has_parser(u, d)) for d in Direction}
-
-
 def _has_parser(unit: PolicyUnit, direction: Direction) -> bool:
     return any(pm.parser is not None for rule in unit.allows.get(direction, ()) for pm in rule.ports or ())
-
-
-def _source_has_l7(ref: ReferenceEvaluator, l7_units: L7Units, ep: Endpoint, direction: Direction) -> bool:
-    """Whether a unit selecting ``ep`` has an L7 allow in ``direction``; when one may, the units
-    are looked up as the evaluator does, which also refuses conflicting parsers."""
-    if not any(ref.selects(u, ep) for u in l7_units[direction]):
-        return False
-    return any(_has_parser(unit, direction) for unit in ref.units_for(ep, direction))
 
 
 # --- the remote side ---------------------------------------------------------------------------
@@ -366,19 +369,59 @@ class _Remote:
     identity: int
 
 
+class _RemoteIndex:
+    """The remote classes' endpoint cells as a :class:`ViewIndex`, and per own endpoint and
+    direction the cells cut into parts that the source's rules cannot tell apart."""
+
+    def __init__(self, ref: ReferenceEvaluator, remotes: Mapping[int, list[RemoteClass]]) -> None:
+        cells = {c.representative for rs in remotes.values() for r in rs for c in (r.cells[0], *r.cells[1])}
+        addresses = sorted((a for a in cells if ref.view(a).kind is PeerKind.ENDPOINT),
+                           key=lambda a: (a.version, int(a)))
+        self.ref = ref
+        self.position = {address: i for i, address in enumerate(addresses)}
+        self.views = ViewIndex(ref, [ref.view(a) for a in addresses])
+
+    def parts(self, direction: Direction, own: Endpoint) -> list[int]:
+        """Per view, its part: views of one part give equal :attr:`PeerRules.key` (what
+        :meth:`ReferenceEvaluator.peer_signature` says: the kind, every one of an endpoint's
+        peer tests, and the remote's ports where named ports resolve against them)."""
+        ref, views = self.ref, self.views.views
+        by_ports: dict[object, int] = {}
+        if direction is Direction.EGRESS and ref.profile is Profile.K8S:
+            for i, view in enumerate(views):
+                ports = view.endpoint.ports if view.endpoint is not None else None
+                by_ports[ports] = by_ports.get(ports, 0) | 1 << i
+        cuts = refine(by_ports.values() if by_ports else [self.views.every],
+                      (self.views.selecting(peer, requires) for peer, requires in ref.peer_tests(direction, own)))
+        part = [0] * len(views)
+        for number, mask in enumerate(cuts):
+            for i in members(mask):
+                part[i] = number
+        return part
+
+
 def _peers(ref: ReferenceEvaluator, own: Endpoint, direction: Direction, cells: list[AddressCell],
-           ipcache: Ipcache) -> list[tuple[PeerRules, list[_Remote]]]:
+           ipcache: Ipcache, index: _RemoteIndex) -> list[tuple[PeerRules, list[_Remote]]]:
     """The remote cells by the source's rules for them (:attr:`PeerRules.key`: equal keys, equal
-    decisions on every port), in the order each rule set first appears."""
+    decisions on every port), in the order each rule set first appears. The rules are looked up
+    once per part of :meth:`_RemoteIndex.parts` (and for every cell no part holds: the node, the
+    world)."""
     found: dict[tuple[object, ...], tuple[PeerRules, list[_Remote]]] = {}
+    part = index.parts(direction, own)
+    per_part: dict[int, PeerRules] = {}
     for cell in cells:
-        rules = ref.peer_rules(direction, own, ref.view(cell.representative))
+        at = index.position.get(cell.representative)
+        known = None if at is None else per_part.get(part[at])
+        rules = known or ref.peer_rules(direction, own, ref.view(cell.representative))
+        if at is not None:
+            per_part[part[at]] = rules
         found.setdefault(rules.key, (rules, []))[1].append(_Remote(cell, ipcache.lookup(cell.representative)))
     return list(found.values())
 
 
 def _group_cases(ref: ReferenceEvaluator, envoy: EnvoySimulator, ipcache: Ipcache, group: OwnGroup,
-                 direction: Direction, cells: list[AddressCell], spans: _Spans) -> Iterator[L7Case]:
+                 direction: Direction, cells: list[AddressCell], spans: _Spans,
+                 index: _RemoteIndex) -> Iterator[L7Case]:
     """The cases of one own address and direction: every protocol × port span × remote cell.
 
     The source's peer rules do not depend on the port (:meth:`ReferenceEvaluator.evaluate_direction`
@@ -388,7 +431,7 @@ def _group_cases(ref: ReferenceEvaluator, envoy: EnvoySimulator, ipcache: Ipcach
     own = ref.view(group.address).endpoint
     if own is None:
         raise ValueError(f"{group.address} is not an endpoint: it has no {direction.value} policy")
-    peers = _peers(ref, own, direction, cells, ipcache)
+    peers = _peers(ref, own, direction, cells, ipcache, index)
     applicable: dict[tuple[int, Protocol, int], tuple[Applicable | None, tuple[object, ...] | None]] = {}
     for protocol in L7_PROTOCOLS:
         for lo, hi in spans.of(group.address, direction, protocol):

@@ -193,7 +193,7 @@ class ReferenceEvaluator:
         shortcut, the same answer."""
         units = self._selecting.get(ep.key)
         if units is None:
-            view = self._endpoint_view(ep)
+            view = self.subject_view(ep)
             candidates = sorted((*self._by_namespace.get(ep.namespace, ()), *self._any_namespace))
             subjects = (self._units[i] for i in candidates)
             units = tuple(u for u in subjects if u.subject is not None and all_hold(u.subject, view))
@@ -202,9 +202,9 @@ class ReferenceEvaluator:
 
     def selects(self, unit: PolicyUnit, ep: Endpoint) -> bool:
         """Whether ``unit``'s subject selects ``ep`` (what :meth:`units_for` tests per unit)."""
-        return unit.subject is not None and all_hold(unit.subject, self._endpoint_view(ep))
+        return unit.subject is not None and all_hold(unit.subject, self.subject_view(ep))
 
-    def _endpoint_view(self, ep: Endpoint) -> PeerView:
+    def subject_view(self, ep: Endpoint) -> PeerView:
         """``ep`` as subject selectors see it (its address's cached view, when it has one)."""
         if ep.addresses and self.cluster.endpoint_at(ep.addresses[0]) is ep:
             return self._views.of(ep.addresses[0])
