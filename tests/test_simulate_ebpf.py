@@ -163,6 +163,12 @@ def test_canonical_dumps_read_fast_give_the_json_readers_entries_and_its_errors(
     texts = {name: text for name, text in files.items() if name.endswith(".json")}
     policy = next(name for name in sorted(texts) if name.startswith("cilium_policy"))
     assert module._canonical_entries(texts[policy], lambda k, v: (k, v), {}) is not None
+    text = texts[policy].rstrip("\n")
+    assert text.count("\n") >= 3
+    first_break = text.index(",\n")
+    for other_layout in (text.replace(",\n", "\n", 1), text.replace(",\n", ",\n\n", 1), text[:-2] + ",\n]",
+                         text.replace("[\n", "[ \n", 1), text[:first_break] + " " + text[first_break:]):
+        assert module._canonical_entries(other_layout, lambda k, v: (k, v), {}) is None, other_layout[:80]
     fast = EbpfArtifacts(texts)
     slow = EbpfArtifacts({name: json.dumps(json.loads(text), indent=1) for name, text in texts.items()})
     assert fast.ipcache.entries == slow.ipcache.entries

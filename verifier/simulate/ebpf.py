@@ -364,23 +364,18 @@ def _canonical_entries(text: str, decode: Callable[[bytes, bytes], T], seen: dic
     """The entries of a dump in the compiler's own layout (None: not in that layout): ``[``, one
     entry per line (a comma after all but the last), ``]``, an optional final newline. Equal
     lines decode once (``seen``, shared by the maps of one artifact set: a cluster's maps repeat
-    a few thousand entries many times)."""
-    lines = text.split("\n")
-    if len(lines) > 1 and lines[-1] == "":
-        lines.pop()
-    if lines == ["[]"]:
+    a few thousand entries many times), and a line seen before costs one dictionary probe."""
+    body = text[:-1] if text.endswith("\n") else text
+    if body == "[]":
         return []
-    if len(lines) < 3 or lines[0] != "[" or lines[-1] != "]":
+    if not (body.startswith("[\n") and body.endswith("\n]")) or len(body) < 5:
         return None
-    last = len(lines) - 2
-    out: list[T] = []
-    for number in range(1, last + 1):
-        line = lines[number]
-        if number < last:
-            if not line.endswith(","):
-                return None
-            line = line[:-1]
-        item = seen.get(line)
+    # a missing comma, a stray line break or an empty line leaves a piece the entry pattern refuses
+    lines = body[2:-2].split(",\n")
+    items = list(map(seen.get, lines))
+    for index in [i for i, item in enumerate(items) if item is None] if None in items else ():
+        line = lines[index]
+        item = seen.get(line)  # an earlier line of this text may have been the first of its kind
         if item is None:
             match = _ENTRY.fullmatch(line)
             if match is None:
@@ -390,8 +385,8 @@ def _canonical_entries(text: str, decode: Callable[[bytes, bytes], T], seen: dic
                                              for part in match.groups()))
             except ValueError:
                 return None  # let the careful reader name the entry and the fault
-        out.append(item)
-    return out
+        items[index] = item
+    return items  # type: ignore[return-value]
 
 
 class EbpfSimulator:
