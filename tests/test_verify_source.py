@@ -59,8 +59,8 @@ from verifier.proofs import (
     run_proofs,
 )
 from verifier.proofs.address_classes import address_classes
+from verifier.proofs.passes import HALVED
 from verifier.proofs.render import render_json, render_text
-from verifier.proofs.run import HALVED
 from verifier.proofs.slices import ClassSpace, Slice
 from verifier.simulate.source import ReferenceEvaluator
 from verifier.simulate.targets import SourceSimulator, simulators
@@ -173,6 +173,39 @@ def test_iptables_source_is_proved_in_full_when_a_step_of_the_composition_fails(
     assert results["ebpf-source"].status is Status.COUNTEREXAMPLE
     full = results["iptables-source"]
     assert full.status is Status.PROVED and not full.via and full.slices > 0
+
+
+def test_ebpf_source_is_solved_in_the_pass_of_iptables_ebpf() -> None:
+    """Run together, the two proofs share one pass over the slices of the classes under all
+    three sides, each side's formula built once per slice; each verdict is the one the proof
+    gives alone, and the shared one says where its slices were solved."""
+    inputs = load_inputs([str(ROOT / "examples" / "shop")])
+    files = _files(inputs)
+    results = _run(files, inputs)
+    first, shared = results["iptables-ebpf"], results["ebpf-source"]
+    assert first.status is shared.status is Status.PROVED
+    assert (first.solved_in, shared.solved_in) == ("", "iptables-ebpf")
+    joint = address_classes(files, inputs.cluster, ("iptables", "ebpf", "source"), SourceSpec(inputs, Profile.CILIUM))
+    assert first.slices == shared.slices == _half_slices(len(joint.members))
+    assert "slices solved in one pass with iptables-ebpf" not in render_text([first])
+    assert "solved in one pass with iptables-ebpf)" in render_text([shared])
+    assert json.loads(render_json([shared]))["proofs"][0]["solved_in"] == "iptables-ebpf"
+    alone = _run(files, inputs, ["ebpf-source"])["ebpf-source"]
+    assert alone.status is Status.PROVED and alone.solved_in == ""
+
+
+def test_a_pass_shared_by_two_proofs_finds_a_fault_in_one_side_only() -> None:
+    """A dropped iptables rule: the shared pass's joint question (does either pair differ?) is
+    satisfiable, so each pair is asked on its own; iptables-ebpf finds the fault, ebpf-source
+    (solved in the same pass) is proved, and iptables-source, which no longer follows, runs in
+    full and finds it too."""
+    inputs = load_inputs([str(ROOT / "examples" / "shop")])
+    mutated = MUTATIONS["drop a rule"][1](_files(inputs))
+    results = _run(mutated, inputs)
+    assert results["iptables-ebpf"].status is Status.COUNTEREXAMPLE
+    assert results["ebpf-source"].status is Status.PROVED and results["ebpf-source"].solved_in == "iptables-ebpf"
+    full = results["iptables-source"]
+    assert full.status is Status.COUNTEREXAMPLE and not full.via and not full.solved_in
 
 
 def test_a_widened_port_prefix_is_found_by_halves_or_by_their_whole_flow_re_proof() -> None:

@@ -99,18 +99,46 @@ def packet_of(piece: Slice, space: ClassSpace | None = None) -> tuple[SymPacket,
                      avoid.get("dst", frozenset())), and_(*conds)
 
 
+class _Solvers:
+    """One QF_BV solver per process, reused for every query in a scope of its own (push, add,
+    check, pop): making a solver costs more than most slices' queries do. Renewed now and then
+    so that what it keeps between scopes stays small."""
+
+    RENEW = 2_000  # queries per solver
+
+    def __init__(self) -> None:
+        self.solver: z3.Solver | None = None
+        self.timeout = -1
+        self.used = 0
+
+    def get(self, timeout_ms: int) -> z3.Solver:
+        if self.solver is None or self.used >= self.RENEW:
+            self.solver, self.timeout, self.used = z3.SolverFor("QF_BV"), -1, 0
+        if timeout_ms != self.timeout:
+            self.solver.set("timeout", timeout_ms)
+            self.timeout = timeout_ms
+        self.used += 1
+        return self.solver
+
+
+_SOLVERS = _Solvers()
+
+
 def check_bv(*conds: Cond, timeout_ms: int) -> tuple[str, Callable[[Value], int] | None, str]:
     """Solve the conjunction over bit-vectors: ``("sat", value of a term in the model, "")``,
     ``("unsat", None, "")`` or ``("unknown", None, the solver's reason)`` (a timeout included)."""
-    solver = z3.SolverFor("QF_BV")
-    solver.set("timeout", timeout_ms)
-    solver.add(*(z3.BoolVal(c) if isinstance(c, bool) else c for c in conds))
-    result = solver.check()
-    if result == z3.unsat:
-        return "unsat", None, ""
-    if result == z3.unknown:
-        return "unknown", None, f"solver: {solver.reason_unknown()}"
-    model = solver.model()
+    solver = _SOLVERS.get(timeout_ms)
+    solver.push()
+    try:
+        solver.add(*(z3.BoolVal(c) if isinstance(c, bool) else c for c in conds))
+        result = solver.check()
+        if result == z3.unsat:
+            return "unsat", None, ""
+        if result == z3.unknown:
+            return "unknown", None, f"solver: {solver.reason_unknown()}"
+        model = solver.model()  # a model outlives the scope it was found in
+    finally:
+        solver.pop()
 
     def value(term: Value) -> int:
         if isinstance(term, int):

@@ -2,7 +2,9 @@
 
 A proof module has ``NAME``, ``CLAIM`` and ``prove(ctx) -> ProofResult``
 (:mod:`verifier.proofs.result`); adding a proof means writing its module and listing it in
-:data:`PROOFS`. Proofs never import z3: formulas and solving live in :mod:`verifier.encoding`.
+:data:`PROOFS`. A proof that compares two sides slice by slice names them in ``SIDES``, so that
+an earlier proof's pass over the same slices can solve its slices too
+(:mod:`verifier.proofs.passes`). Proofs never import z3: formulas and solving live in :mod:`verifier.encoding`.
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ def run_proofs(ctx: ProofContext, names: Iterable[str] | None = None,
     ``ctx.results`` as it comes (a later proof may follow from earlier ones); ``starting`` is
     told each proof's name before it runs."""
     wanted = set(names) if names is not None else {module.NAME for module in PROOFS}
+    chosen = [module for module in PROOFS if module.NAME in wanted]
     results: list[ProofResult] = []
-    for module in PROOFS:
-        if module.NAME in wanted:
-            starting(module.NAME)
-            result = ctx.results[module.NAME] = module.prove(ctx)
-            results.append(result)
+    for index, module in enumerate(chosen):
+        # the slice-by-slice proofs still to come, whose slices this one's pass may solve too
+        ctx.ahead[:] = [later.SIDES for later in chosen[index + 1:] if hasattr(later, "SIDES")]
+        starting(module.NAME)
+        result = ctx.results[module.NAME] = module.prove(ctx)
+        results.append(result)
+    ctx.ahead.clear()
+    ctx.passes.clear()
     return results
 
 

@@ -9,12 +9,14 @@ policies send to an L7 parser, the same proxy port. What the proxy then decides 
 
 from __future__ import annotations
 
+from verifier.proofs.passes import SOURCE
 from verifier.proofs.result import ProofContext, ProofResult
-from verifier.proofs.run import SOURCE, compare_targets
+from verifier.proofs.run import compare_targets
 
 NAME = "ebpf-source"
 CLAIM = "ebpf gives every flow the verdict and proxy port the source policies give it"
+SIDES = ("ebpf", SOURCE)  # compared slice by slice (verifier/proofs/passes.py)
 
 
 def prove(ctx: ProofContext) -> ProofResult:
-    return compare_targets(NAME, CLAIM, "ebpf", SOURCE, ctx)
+    return compare_targets(NAME, CLAIM, *SIDES, ctx)

@@ -23,8 +23,9 @@ import time
 from compiler.flow import Direction, Flow, L7Request
 from verifier.proofs.address_classes import address_classes
 from verifier.proofs.l7_cases import L7Case, l7_cases
+from verifier.proofs.passes import SOURCE, TIMEOUT_MS
 from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, Status
-from verifier.proofs.run import SHOWN, SOURCE, TIMEOUT_MS, flow_text
+from verifier.proofs.run import SHOWN, flow_text
 from verifier.simulate.ebpf import EbpfArtifacts
 from verifier.simulate.envoy import EnvoySimulator
 from verifier.simulate.source import ReferenceEvaluator

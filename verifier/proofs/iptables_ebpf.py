@@ -12,8 +12,8 @@ from verifier.proofs.run import compare_targets
 
 NAME = "iptables-ebpf"
 CLAIM = "iptables and eBPF give every flow the same verdict and proxy port"
-TARGETS = ("iptables", "ebpf")
+SIDES = ("iptables", "ebpf")  # compared slice by slice (verifier/proofs/passes.py)
 
 
 def prove(ctx: ProofContext) -> ProofResult:
-    return compare_targets(NAME, CLAIM, TARGETS[0], TARGETS[1], ctx)
+    return compare_targets(NAME, CLAIM, *SIDES, ctx)

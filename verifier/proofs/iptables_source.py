@@ -15,8 +15,9 @@ asked for on its own, and it runs in full.
 
 from __future__ import annotations
 
+from verifier.proofs.passes import SOURCE
 from verifier.proofs.result import ProofContext, ProofResult, Status
-from verifier.proofs.run import SOURCE, compare_targets
+from verifier.proofs.run import compare_targets
 
 NAME = "iptables-source"
 CLAIM = "iptables gives every flow the verdict and proxy port the source policies give it"

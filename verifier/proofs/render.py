@@ -41,13 +41,19 @@ def _via(r: ProofResult) -> str:
 
 def _extent(r: ProofResult) -> str:
     """What a proof took: its slices and time, or the proofs it follows from."""
-    return _via(r) if r.via else f"{r.slices} slices, {r.seconds:.2f}s"
+    if r.via:
+        return _via(r)
+    return f"{r.slices} slices, {r.seconds:.2f}s" + (f", {_shared(r)}" if r.solved_in else "")
+
+
+def _shared(r: ProofResult) -> str:
+    return f"solved in one pass with {r.solved_in}"
 
 
 def render_markdown(results: Sequence[ProofResult]) -> str:
     lines = ["| proof | claim | result | slices | seconds |", "|---|---|---|---:|---:|"]
     for r in results:
-        how = f" ({_via(r)})" if r.via else ""
+        how = f" ({_via(r)})" if r.via else f" ({_shared(r)})" if r.solved_in else ""
         lines.append(f"| `{r.name}` | {r.claim} | **{r.status.value}**{how} | {r.slices} | {r.seconds:.2f} |")
     for r in results:
         for example in r.counterexamples:

@@ -70,10 +70,12 @@ class ProofResult:
     unknown: tuple[str, ...] = ()  # "slice: reason"
     skipped: str = ""  # why the proof did not apply (no such artifacts); status is then proved vacuously
     via: tuple[str, ...] = ()  # proved as the composition of these proofs (verifier/proofs/iptables_source.py)
+    solved_in: str = ""  # the earlier proof whose pass solved this one's slices (verifier/proofs/passes.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "claim": self.claim, "status": self.status.value, "slices": self.slices,
                 "seconds": round(self.seconds, 3), "skipped": self.skipped or None, "via": list(self.via) or None,
+                "solved_in": self.solved_in or None,
                 "counterexamples": [c.to_json() for c in self.counterexamples], "unknown": list(self.unknown)}
 
 
@@ -93,7 +95,9 @@ class ProofContext:
     simulators when the caller already built them (else they are built when a witness needs one),
     and the source policies (without them, the proofs against the source are ``unknown``). ``results``
     collects the verdicts as :func:`verifier.proofs.run_proofs` goes, so that a proof may follow
-    from earlier ones."""
+    from earlier ones; ``ahead`` names the side pairs of the slice-by-slice proofs still to run,
+    and ``passes`` holds their answers once an earlier proof's pass has solved them
+    (:mod:`verifier.proofs.passes`)."""
 
     files: Mapping[str, Mapping[str, str]]
     cluster: Cluster
@@ -102,6 +106,8 @@ class ProofContext:
     simulators: Mapping[str, Any] | None = None
     source: SourceSpec | None = None
     results: dict[str, ProofResult] = field(default_factory=dict)  # the proofs run so far, by name
+    ahead: list[tuple[str, str]] = field(default_factory=list)
+    passes: dict[tuple[str, str], Any] = field(default_factory=dict)  # side pair → passes.Solved
 
     def proved(self, name: str) -> bool:
         """Whether the proof ``name`` already ran here and proved its claim (not vacuously)."""

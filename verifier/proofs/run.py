@@ -1,8 +1,9 @@
-"""Running a target-against-target proof: slices, worker processes, and replaying witnesses.
+"""Running a target-against-target proof: slices, their answers, and replaying witnesses.
 
 The slices are independent, so they are spread over ``ctx.jobs`` processes; each process builds
-the formulas once from the artifact texts (Z3 objects do not cross process boundaries). A witness
-the solver finds is replayed through both targets' simulators: only a difference the simulators
+the formulas once from the artifact texts (Z3 objects do not cross process boundaries), and one
+pass answers every proof that shares its slices (:mod:`verifier.proofs.passes`). A witness the
+solver finds is replayed through both targets' simulators: only a difference the simulators
 confirm is reported as a counterexample, with both traces.
 """
 
@@ -10,22 +11,19 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from compiler.cluster import Cluster
 from compiler.flow import Flow, Protocol
-from verifier.proofs.address_classes import AddressClasses, address_classes
-from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, SourceSpec, Status
+from verifier.proofs import passes
+from verifier.proofs.address_classes import AddressClasses
+from verifier.proofs.passes import SOURCE, Solved, answers_of, missing_side, plan
+from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, Status
 from verifier.proofs.slices import ClassSpace, Slice, half_slices, slices
 
-SOURCE = "source"  # the source semantics' name among the sides (verifier.encoding.targets.SOURCE)
-TIMEOUT_MS = 60_000
 SHOWN = 5  # counterexamples kept per proof (the first ones, in slice order)
-
-_WORKER: Any = None
 
 
 def cluster_slices(cluster: Cluster, classes: AddressClasses | None = None) -> list[Slice]:
@@ -79,53 +77,21 @@ def _named(key: str, members: tuple[str, ...]) -> str:
     return key if len(members) <= 1 else f"{key} (+{len(members) - 1} alike)"
 
 
-def _init(files: Mapping[str, Mapping[str, str]], node_ip: str, source: SourceSpec | None,
-          excluded: Mapping[int, frozenset[int]], space: ClassSpace | None = None) -> None:
-    global _WORKER
-    from verifier.encoding.targets import TargetEncodings
-
-    _WORKER = TargetEncodings(files, node_ip, source, excluded, space)
-
-
-def _check(job: tuple[str, str, Slice]) -> tuple[Slice, str, Any, str]:
-    left, right, piece = job
-    answer = _WORKER.compare(left, right, piece, TIMEOUT_MS)
-    return piece, answer.status, answer.witness, answer.reason
-
-
-def _answers(left: str, right: str, pieces: list[Slice], ctx: ProofContext,
-             excluded: Mapping[int, frozenset[int]], space: ClassSpace | None = None,
-             ) -> Iterable[tuple[Slice, str, Any, str]]:
-    jobs = [(left, right, piece) for piece in pieces]
-    source = ctx.source if SOURCE in (left, right) else None
-    files = {t: ctx.files[t] for t in (left, right) if t in ctx.files}
-    init = (files, ctx.cluster.node_ip, source, excluded, space)
-    if ctx.jobs <= 1 or len(pieces) < 8:
-        _init(*init)
-        yield from map(_check, jobs)
-        return
-    with ProcessPoolExecutor(ctx.jobs, initializer=_init, initargs=init) as pool:
-        # chunks small enough that no worker idles long at the end, large enough to amortise the messages
-        yield from pool.map(_check, jobs, chunksize=max(1, len(jobs) // (ctx.jobs * 32)))
-
-
 def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofContext) -> ProofResult:
     """Prove ``left`` ≡ ``right`` on every slice of the cluster (either may be ``source``, the
-    semantics of ``ctx.source``)."""
+    semantics of ``ctx.source``), reading the answers an earlier proof's pass solved for it
+    (verifier/proofs/passes.py) or running a pass, which solves later proofs' slices too."""
     started = time.perf_counter()
-    missing = [t for t in (left, right) if t not in ctx.files and t != SOURCE]
-    if missing:
-        return ProofResult(name, claim, Status.UNKNOWN, 0, 0.0, unknown=(f"no {missing[0]} artifacts",))
-    if ctx.source is None and SOURCE in (left, right):
-        return ProofResult(name, claim, Status.UNKNOWN, 0, 0.0, unknown=("no source policies given",))
-    files = {t: ctx.files[t] for t in (left, right) if t in ctx.files}
-    classes = address_classes(files, ctx.cluster, (left, right), ctx.source)
-    halves = _half_mode(left, right, files, classes)
-    space: ClassSpace | None = None
-    if halves:
-        pieces, space = cluster_half_slices(ctx.cluster, classes)
+    missing = missing_side(left, right, ctx)
+    if missing is not None:
+        return ProofResult(name, claim, Status.UNKNOWN, 0, 0.0, unknown=(missing,))
+    solved: Solved | None = ctx.passes.pop((left, right), None)
+    if solved is not None:
+        work, stream, extra = solved.pass_, iter(solved.answers), solved.seconds
     else:
-        pieces = cluster_slices(ctx.cluster, classes)
+        work = plan(left, right, ctx)
+        stream, extra = passes.run(name, work, ctx), 0.0
+    pieces = work.pieces
     node = ipaddress.ip_address(ctx.cluster.node_ip)
     found: list[Counterexample] = []
     unknown: list[str] = []
@@ -142,7 +108,7 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
 
     while pieces:
         again: list[Slice] = []  # half slices the halves could not decide, as whole flows
-        for piece, status, witness, reason in _answers(left, right, pieces, ctx, classes.excluded, space):
+        for piece, (status, witness, reason, _seconds) in stream:
             done += 1
             ctx.progress(name, done, total)
             if status == "same":
@@ -169,25 +135,14 @@ def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofCont
                 else:
                     found.append(example)
         pieces = again
+        stream = ((piece, answers[0]) for piece, answers in
+                  answers_of(((left, right),), pieces, ctx, work.classes.excluded, work.space))
     status_ = Status.COUNTEREXAMPLE if found else Status.UNKNOWN if unknown else Status.PROVED
     if differing > len(found) and found:
         unknown.append(f"{differing} slice(s) differ; the first {len(found)} are shown")
-    return ProofResult(name, claim, status_, total, time.perf_counter() - started, tuple(found),
-                       tuple(unknown))
-
-
-#: the sides whose encodings have a half-flow outcome (verifier/encoding/targets.py, ``Encoded.half``)
-HALVED = frozenset({"iptables", "ebpf", SOURCE})
-
-
-def _half_mode(left: str, right: str, files: Mapping[str, Mapping[str, str]], classes: AddressClasses) -> bool:
-    """Whether the proof goes by half flows (verifier/proofs/slices.py, half_slices): every side
-    composes from halves (eBPF by construction, the source by definition, iptables when its
-    layout shows it), and no address belongs to two endpoints. ``files`` holds the sides' own
-    artifacts only, so iptables' layout is asked about only when it is a side."""
-    from verifier.encoding.targets import composable
-
-    return {left, right} <= HALVED and not classes.shared and composable(files) is None
+    lent = sum(s.seconds for p in work.pairs[1:] if (s := ctx.passes.get(p)) is not None and s.by == name)
+    return ProofResult(name, claim, status_, total, time.perf_counter() - started + extra - lent, tuple(found),
+                       tuple(unknown), solved_in=solved.by if solved is not None else "")
 
 
 def _simulators(left: str, right: str, ctx: ProofContext) -> dict[str, Any]:
