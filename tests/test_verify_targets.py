@@ -27,7 +27,7 @@ from compiler.targets import emit_targets
 from compiler.targets.ebpf.layout import PolicyEntry, PolicyKey, parse_hex_bytes, policy_dump_entry
 from tests.conformance_cases import CASES, load_case
 from verifier.encoding.targets import composable
-from verifier.proofs import ProofContext, ProofResult, Status, iptables_ebpf
+from verifier.proofs import ProofContext, ProofResult, SourceSpec, Status, iptables_ebpf
 from verifier.proofs.address_classes import address_classes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +68,20 @@ def test_one_address_of_each_class_is_sliced_and_the_others_are_stood_for(tmp_pa
     result = _prove(files, inputs)
     assert result.status is Status.PROVED, result.to_json()
     assert result.slices == _half_slices(len(classes.members))
+
+
+def test_classes_computed_with_a_forked_process_are_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With jobs, the iptables signatures come from a forked process as numbers: the classes
+    (members, exclusions, second members) are those computed in one process."""
+    import verifier.proofs.address_classes as module
+
+    inputs = _generated(tmp_path)
+    files = _files(inputs)
+    spec = SourceSpec(inputs, Profile.CILIUM)
+    alone = address_classes(files, inputs.cluster, ("iptables", "ebpf", "source"), spec)
+    monkeypatch.setattr(module, "FORK_FROM", 0)
+    forked = address_classes(files, inputs.cluster, ("iptables", "ebpf", "source"), spec, jobs=2)
+    assert forked == alone and len(alone.members) < len(inputs.cluster.endpoints)
 
 
 def _half_slices(classes: int) -> int:

@@ -18,8 +18,11 @@ solver finds on an excluded address is spurious and is ruled out before it is re
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from collections.abc import Iterable, Mapping
+import multiprocessing
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,26 +54,32 @@ class AddressClasses:
 
 
 def address_classes(files: Mapping[str, Mapping[str, str]], cluster: Cluster, sides: Iterable[str],
-                    source: SourceSpec | None) -> AddressClasses:
+                    source: SourceSpec | None, jobs: int = 1) -> AddressClasses:
     """The classes of the cluster's endpoint addresses under the ``sides`` in play (target names
-    whose artifacts are in ``files``, and ``source`` with ``source`` given)."""
+    whose artifacts are in ``files``, and ``source`` with ``source`` given). With ``jobs`` over
+    one, a large cluster's iptables signatures are computed in a forked process while this one
+    computes the others."""
     sides = set(sides)
-    features: list[_Features] = []
+    makers: list[Callable[[], _Features]] = []
     if "iptables" in sides and "iptables" in files:
-        features.append(_IptablesFeatures(files["iptables"]))
+        makers.append(functools.partial(_IptablesFeatures, files["iptables"]))
     if "ebpf" in sides and "ebpf" in files:
-        features.append(_EbpfFeatures(files["ebpf"]))
+        makers.append(functools.partial(_EbpfFeatures, files["ebpf"]))
     if "source" in sides and source is not None:
-        features.append(_SourceFeatures(source))
+        makers.append(functools.partial(_SourceFeatures, source))
     node = int(cluster.node_address)
+    # the node's address (hostNetwork pods) is never excluded: it has slices of its own
+    addresses = [(address, ep) for ep in sorted(cluster.endpoints, key=lambda e: e.key) for address in ep.addresses
+                 if not (int(address) == node and address.version == cluster.node_address.version)]
+    forked = jobs > 1 and len(makers) > 1 and "iptables" in files and "iptables" in sides \
+        and len(addresses) >= FORK_FROM
+    if forked:
+        _IptablesFeatures.read(files["iptables"])  # the proof workers read them too: parsed once, here
+    columns = _columns(makers, addresses, forked)
     classes: dict[tuple[int, Signature], list[tuple[int, Endpoint]]] = {}
-    for ep in sorted(cluster.endpoints, key=lambda e: e.key):
-        for address in ep.addresses:
-            value = int(address)
-            if value == node and address.version == cluster.node_address.version:
-                continue  # the node's address (hostNetwork pods) is never excluded: it has slices of its own
-            signature = tuple(f.signature(address, ep) for f in features)
-            classes.setdefault((address.version, signature), []).append((value, ep))
+    for row, (address, ep) in enumerate(addresses):
+        signature = tuple(column[row] for column in columns)
+        classes.setdefault((address.version, signature), []).append((int(address), ep))
     excluded: dict[int, set[int]] = {4: set(), 6: set()}
     members: dict[tuple[int, int], tuple[str, ...]] = {}
     alternates: dict[tuple[int, int], int] = {}
@@ -85,6 +94,42 @@ def address_classes(files: Mapping[str, Mapping[str, str]], cluster: Cluster, si
     shared = _shared_addresses(cluster)
     return AddressClasses({f: frozenset(v - shared.get(f, set())) for f, v in excluded.items()}, members,
                           alternates, any(shared.values()))
+
+
+#: endpoint addresses from which the iptables signatures are worth a forked process
+FORK_FROM = 2_000
+
+Column = list[object]  # one side's signature per address (or a number per distinct signature)
+_FORKED: tuple[Callable[[], _Features], list[tuple[Any, Endpoint]]] | None = None  # what the fork computes
+
+
+def _columns(makers: list[Callable[[], _Features]], addresses: list[tuple[Any, Endpoint]],
+             forked: bool) -> list[Column]:
+    """Per side, every address's signature; with ``forked``, the first side's (iptables) in a
+    forked process (it inherits the artifacts, nothing large is sent; numbers come back, one
+    per distinct signature, which compare as the signatures do)."""
+    if not forked:
+        return [_column(make, addresses) for make in makers]
+    global _FORKED
+    _FORKED = (makers[0], addresses)
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            first = pool.submit(_forked_column)
+            rest = [_column(make, addresses) for make in makers[1:]]
+            return [first.result(), *rest]
+    finally:
+        _FORKED = None
+
+
+def _column(make: Callable[[], _Features], addresses: list[tuple[Any, Endpoint]]) -> Column:
+    features = make()
+    return [features.signature(address, ep) for address, ep in addresses]
+
+
+def _forked_column() -> Column:
+    assert _FORKED is not None
+    numbers: dict[object, int] = {}
+    return [numbers.setdefault(signature, len(numbers)) for signature in _column(*_FORKED)]
 
 
 def _shared_addresses(cluster: Cluster) -> dict[int, set[int]]:
@@ -145,6 +190,17 @@ class _IptablesFeatures(_Features):
     sequence of calls to other chains, so the signature holds that sequence (per entry and side)
     instead of the networks the tree tests on the way, which differ for every address.
     """
+
+    @staticmethod
+    def read(texts: Mapping[str, str]) -> None:
+        """Parse the artifacts (the readers keep what they parsed, per text)."""
+        from verifier.artifacts import read_ipsets, read_iptables
+
+        for family in (4, 6):
+            if texts.get(f"ipsets.v{family}"):
+                read_ipsets(texts[f"ipsets.v{family}"], f"iptables/ipsets.v{family}")
+            if texts.get(f"rules.v{family}"):
+                read_iptables(texts[f"rules.v{family}"], f"iptables/rules.v{family}", family)
 
     def __init__(self, texts: Mapping[str, str]) -> None:
         from verifier.artifacts import read_ipsets, read_iptables

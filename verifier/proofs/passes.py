@@ -100,7 +100,7 @@ def plan(left: str, right: str, ctx: ProofContext) -> Pass:
     pairs = [(left, right)] + [p for p in dict.fromkeys(ctx.ahead) if p != (left, right)
                                and missing_side(*p, ctx) is None and _halvable(p, files) == mode]
     sides = {side for pair in pairs for side in pair}
-    classes = address_classes(sides_files(pairs, ctx), ctx.cluster, sides, ctx.source)
+    classes = address_classes(sides_files(pairs, ctx), ctx.cluster, sides, ctx.source, ctx.jobs)
     if mode and not classes.shared:
         pieces, space = cluster_half_slices(ctx.cluster, classes)
         return Pass(tuple(pairs), classes, pieces, space)

@@ -275,8 +275,9 @@ class EbpfArtifacts:
                 for index, item in enumerate(entries):
                     if pairs[index] is None:
                         pairs[index] = made[id(item)] = _plain(*item)
-            # dict: the last entry written to a slot wins, as in the trie; sorted: lookup order
-            stored = tuple(value for _, value in sorted(dict(pairs).items()))  # type: ignore[arg-type]
+            # dict: the last entry written to a slot wins, as in the trie; sorted slots: lookup order
+            table: dict[int, PlainEntry] = dict(pairs)  # type: ignore[arg-type]
+            stored = tuple(map(table.__getitem__, sorted(table)))
             found = self._plain_maps[id(entries)] = (stored, self._shapes.setdefault(stored, len(self._shapes)))
         return found
 
