@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from compiler.cluster import Cluster
-from compiler.flow import Flow, PortSpec, Profile, Protocol
+from compiler.flow import Flow, IPAddress, PortSpec, Profile, Protocol
 from compiler.inputs import load_inputs
 from compiler.ir.build import build_ir
 from compiler.targets import emit_targets
@@ -48,6 +48,13 @@ def _world(cluster: Cluster, flow: Flow) -> list[str]:
     return sorted({*WORLD, *(str(a) for a in (flow.src, flow.dst) if str(a) not in owned)})
 
 
+def _stand_ins(address: IPAddress, owned: set[IPAddress]) -> list[IPAddress]:
+    """The address, when a namespace can hold it; else the usual world addresses."""
+    unusable = address.is_unspecified or address.is_multicast or address.is_reserved or \
+        (address.version == 4 and int(address) >> 24 == 0)
+    return [address] if address in owned or not unusable else [ipaddress.ip_address(w) for w in WORLD]
+
+
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
 def test_the_kernel_confirms_the_counterexample(mutation: str, tmp_path: Path) -> None:
     tools = ["iptables-restore", "ipset", "clang", "bpftool", "tc"]
@@ -72,9 +79,14 @@ def test_the_kernel_confirms_the_counterexample(mutation: str, tmp_path: Path) -
         # the testbed puts every world address in one namespace, so a flow between two of them
         # never crosses the node: there, probe from (or to) a pod instead, when that shows too
         owned = {ep.addresses[0] for ep in inputs.cluster.endpoints if ep.addresses}
-        ends = [(flow.src, flow.dst)] if flow.src in owned or flow.dst in owned else \
-            [(a, flow.dst) for a in sorted(owned)] + [(flow.src, a) for a in sorted(owned)]
-        variants = [Flow(a, b, p, flow.port) for a, b in ends for p in protocols if a != b]
+        # a namespace cannot own 0.0.0.0/8, multicast or reserved addresses: the usual world ones stand in
+        srcs, dsts = (_stand_ins(a, owned) for a in (flow.src, flow.dst))
+        ends = [(a, b) for a in srcs for b in dsts]
+        if not any(a in owned or b in owned for a, b in ends):
+            ends = [(a, b) for a in sorted(owned) for b in dsts] + [(a, b) for a in srcs for b in sorted(owned)]
+        # nothing listens on (or connects to) port 0: there, probe ports where the simulators say it shows too
+        ports = [flow.port] if flow.port else [1, 80, 443, 8080]
+        variants = [Flow(a, b, p, port) for a, b in ends for p in protocols for port in ports if a != b]
         probeable += [v for v in variants if sims["iptables"].answer(v).verdict != sims["ebpf"].answer(v).verdict]
     if not probeable:
         pytest.skip(f"the counterexamples {[c.flow for c in result.counterexamples]} differ only over SCTP; kernel "
