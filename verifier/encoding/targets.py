@@ -181,8 +181,8 @@ class TargetEncodings:
 
     def _differ(self, a: z3.BitVecRef, b: z3.BitVecRef, packet: SymPacket, domain: Cond,
                 piece: Slice, timeout_ms: int) -> Answer:
-        if a.eq(b):  # one term (Z3 shares equal terms): equal on every packet, no solver needed
-            return Answer("same")
+        """Search the slice for a packet where ``a`` and ``b`` (two terms) differ, ruling out
+        witnesses on addresses the proof stands for by others."""
         excluded = self.excluded.get(piece.family, frozenset())
         endpoints = self.space.endpoints.get(piece.family, frozenset())
         skips = {"src": endpoints if piece.src_kind == "outside" else excluded,

@@ -192,34 +192,31 @@ class _IptablesFeatures(_Features):
     """
 
     @staticmethod
-    def read(texts: Mapping[str, str]) -> None:
-        """Parse the artifacts (the readers keep what they parsed, per text)."""
+    def read(texts: Mapping[str, str]) -> list[tuple[Mapping[str, Any], Any]]:
+        """Per family, the parsed ipsets and ruleset (None: no rules of that family). The readers
+        keep what they parsed, per text: reading again costs a lookup."""
         from verifier.artifacts import read_ipsets, read_iptables
 
+        out: list[tuple[Mapping[str, Any], Any]] = []
         for family in (4, 6):
-            if texts.get(f"ipsets.v{family}"):
-                read_ipsets(texts[f"ipsets.v{family}"], f"iptables/ipsets.v{family}")
-            if texts.get(f"rules.v{family}"):
-                read_iptables(texts[f"rules.v{family}"], f"iptables/rules.v{family}", family)
+            sets, rules = texts.get(f"ipsets.v{family}"), texts.get(f"rules.v{family}")
+            out.append((read_ipsets(sets, f"iptables/ipsets.v{family}") if sets else {},
+                        read_iptables(rules, f"iptables/rules.v{family}", family) if rules else None))
+        return out
 
     def __init__(self, texts: Mapping[str, str]) -> None:
-        from verifier.artifacts import read_ipsets, read_iptables
-
         self.prefixes = _Prefixes()
         self.set_tags: dict[str, tuple[str, ...]] = {}
         self.entries: list[tuple[int, str, str, str]] = []  # (family, table, chain, side)
         self.dispatch: dict[tuple[int, str, str], str] = {}  # (family, table, chain) → side
         self.chains: dict[tuple[int, str], Mapping[str, Any]] = {}
         self._dispatch_rules: dict[tuple[int, str, str, str], list[_DispatchRule]] = {}  # _compiled
-        for family in (4, 6):
-            sets = texts.get(f"ipsets.v{family}")
-            if sets:
-                for name, ipset in read_ipsets(sets, f"iptables/ipsets.v{family}").items():
-                    for m in ipset.members:
-                        self.prefixes.add(m.network, ("set", name, m.nomatch, m.proto, m.port))
-            rules = texts.get(f"rules.v{family}")
-            if rules:
-                self._read_rules(read_iptables(rules, f"iptables/rules.v{family}", family))
+        for ipsets, ruleset in self.read(texts):
+            for name, ipset in ipsets.items():
+                for m in ipset.members:
+                    self.prefixes.add(m.network, ("set", name, m.nomatch, m.proto, m.port))
+            if ruleset is not None:
+                self._read_rules(ruleset)
 
     def _read_rules(self, ruleset: Any) -> None:
         family = ruleset.family

@@ -10,21 +10,23 @@ halves could not decide).
 
 Which later proofs can join is told by :func:`verifier.proofs.run_proofs` (``ctx.ahead``: the
 side pairs of the proofs still to run that compare slice by slice); a pair joins when its
-sides are there and its slicing mode (half flows or whole flows, :func:`half_mode`) is the first
+sides are there and its slicing mode (half flows or whole flows, :func:`_halvable`) is the first
 pair's.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from compiler.cluster import Cluster
 from verifier.proofs.address_classes import AddressClasses, address_classes
 from verifier.proofs.result import ProofContext
-from verifier.proofs.slices import ClassSpace, Slice
+from verifier.proofs.slices import ClassSpace, Slice, half_slices, slices
 
 SOURCE = "source"  # the source semantics' name among the sides (verifier.encoding.targets.SOURCE)
 TIMEOUT_MS = 60_000
@@ -76,14 +78,10 @@ def sides_files(pairs: Sequence[Pair], ctx: ProofContext) -> dict[str, Mapping[s
     return {t: ctx.files[t] for pair in pairs for t in pair if t in ctx.files}
 
 
-def half_mode(pair: Pair, files: Files, classes: AddressClasses) -> bool:
-    """Whether the pair is proved by half flows (verifier/proofs/slices.py, half_slices): every
-    side composes from halves (eBPF by construction, the source by definition, iptables when its
-    layout shows it), and no address belongs to two endpoints."""
-    return _halvable(pair, files) and not classes.shared
-
-
 def _halvable(pair: Pair, files: Files) -> bool:
+    """Whether the pair can be proved by half flows (verifier/proofs/slices.py, half_slices):
+    every side composes from halves (eBPF by construction, the source by definition, iptables when
+    its layout shows it). It is, unless an address belongs to two endpoints."""
     from verifier.encoding.targets import composable
 
     own = {t: files[t] for t in pair if t in files}  # iptables' layout is asked about only when it is a side
@@ -93,8 +91,6 @@ def _halvable(pair: Pair, files: Files) -> bool:
 def plan(left: str, right: str, ctx: ProofContext) -> Pass:
     """The pass of a proof of ``left`` against ``right``: the pairs of ``ctx.ahead`` that
     can join it, the joint classes and their slices."""
-    from verifier.proofs.run import cluster_half_slices, cluster_slices
-
     files = sides_files([(left, right), *ctx.ahead], ctx)
     mode = _halvable((left, right), files)
     pairs = [(left, right)] + [p for p in dict.fromkeys(ctx.ahead) if p != (left, right)
@@ -105,6 +101,47 @@ def plan(left: str, right: str, ctx: ProofContext) -> Pass:
         pieces, space = cluster_half_slices(ctx.cluster, classes)
         return Pass(tuple(pairs), classes, pieces, space)
     return Pass(tuple(pairs), classes, cluster_slices(ctx.cluster, classes), None)
+
+
+def cluster_slices(cluster: Cluster, classes: AddressClasses | None = None) -> list[Slice]:
+    """Every slice of the families the cluster's endpoints (or node) have addresses in; with
+    ``classes``, one endpoint's slices per class, named for the endpoints they stand for."""
+    classes = classes or AddressClasses()
+    node = ipaddress.ip_address(cluster.node_ip)
+    out: list[Slice] = []
+    for family in (4, 6):
+        excluded = classes.excluded.get(family, frozenset())
+        kept = [(ep.key, int(a)) for ep in cluster.endpoints for a in ep.addresses
+                if a.version == family and int(a) not in excluded]
+        if not kept and node.version != family:
+            continue
+        heads = {(_named(key, classes.stands_for(family, address)), address) for key, address in kept
+                 if classes.representative(family, address)}
+        out.extend(slices(family, heads, int(node) if node.version == family else None, {a for _, a in kept}))
+    return out
+
+
+def cluster_half_slices(cluster: Cluster, classes: AddressClasses) -> tuple[list[Slice], ClassSpace]:
+    """The half-flow slices of the cluster (one endpoint per class) and what their free
+    addresses range over."""
+    node = ipaddress.ip_address(cluster.node_ip)
+    space = ClassSpace()
+    out: list[Slice] = []
+    for family in (4, 6):
+        addresses = {int(a) for ep in cluster.endpoints for a in ep.addresses if a.version == family}
+        heads = sorted((a, k) for (f, a), k in classes.members.items() if f == family)
+        if not addresses and node.version != family:
+            continue
+        space.values[family] = tuple(a for a, _ in heads)
+        space.alternates[family] = {a: alt for (f, a), alt in classes.alternates.items() if f == family}
+        space.endpoints[family] = frozenset(addresses)
+        named = [(_named(keys[0], keys), address) for address, keys in heads]
+        out.extend(half_slices(family, named, int(node) if node.version == family else None))
+    return out, space
+
+
+def _named(key: str, members: tuple[str, ...]) -> str:
+    return key if len(members) <= 1 else f"{key} (+{len(members) - 1} alike)"
 
 
 def run(name: str, work: Pass, ctx: ProofContext) -> Iterator[tuple[Slice, Answer]]:

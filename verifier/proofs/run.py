@@ -15,52 +15,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from compiler.cluster import Cluster
 from compiler.flow import Flow, Protocol
 from verifier.proofs import passes
-from verifier.proofs.address_classes import AddressClasses
 from verifier.proofs.passes import SOURCE, Solved, answers_of, missing_side, plan
 from verifier.proofs.result import Counterexample, ProofContext, ProofResult, Side, Status
-from verifier.proofs.slices import ClassSpace, Slice, half_slices, slices
+from verifier.proofs.slices import Slice
 
 SHOWN = 5  # counterexamples kept per proof (the first ones, in slice order)
-
-
-def cluster_slices(cluster: Cluster, classes: AddressClasses | None = None) -> list[Slice]:
-    """Every slice of the families the cluster's endpoints (or node) have addresses in; with
-    ``classes``, one endpoint's slices per class, named for the endpoints they stand for."""
-    classes = classes or AddressClasses()
-    node = ipaddress.ip_address(cluster.node_ip)
-    out: list[Slice] = []
-    for family in (4, 6):
-        excluded = classes.excluded.get(family, frozenset())
-        kept = [(ep.key, int(a)) for ep in cluster.endpoints for a in ep.addresses
-                if a.version == family and int(a) not in excluded]
-        if not kept and node.version != family:
-            continue
-        heads = {(_named(key, classes.stands_for(family, address)), address) for key, address in kept
-                 if classes.representative(family, address)}
-        out.extend(slices(family, heads, int(node) if node.version == family else None, {a for _, a in kept}))
-    return out
-
-
-def cluster_half_slices(cluster: Cluster, classes: AddressClasses) -> tuple[list[Slice], ClassSpace]:
-    """The half-flow slices of the cluster (one endpoint per class) and what their free
-    addresses range over."""
-    node = ipaddress.ip_address(cluster.node_ip)
-    space = ClassSpace()
-    out: list[Slice] = []
-    for family in (4, 6):
-        addresses = {int(a) for ep in cluster.endpoints for a in ep.addresses if a.version == family}
-        heads = sorted((a, k) for (f, a), k in classes.members.items() if f == family)
-        if not addresses and node.version != family:
-            continue
-        space.values[family] = tuple(a for a, _ in heads)
-        space.alternates[family] = {a: alt for (f, a), alt in classes.alternates.items() if f == family}
-        space.endpoints[family] = frozenset(addresses)
-        named = [(_named(keys[0], keys), address) for address, keys in heads]
-        out.extend(half_slices(family, named, int(node) if node.version == family else None))
-    return out, space
 
 
 def _whole(piece: Slice, node: int | None) -> Slice:
@@ -71,10 +32,6 @@ def _whole(piece: Slice, node: int | None) -> Slice:
     return replace(piece, name=f"{piece.name} (whole flows)", half="", src_not=src_not, dst_not=dst_not,
                    src_kind="" if piece.src_kind == "class" else piece.src_kind,
                    dst_kind="" if piece.dst_kind == "class" else piece.dst_kind)
-
-
-def _named(key: str, members: tuple[str, ...]) -> str:
-    return key if len(members) <= 1 else f"{key} (+{len(members) - 1} alike)"
 
 
 def compare_targets(name: str, claim: str, left: str, right: str, ctx: ProofContext) -> ProofResult:
